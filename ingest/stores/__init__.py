@@ -1,0 +1,1 @@
+"""The database backends behind `ingest.storage.open_store`."""

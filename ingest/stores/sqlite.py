@@ -1,0 +1,164 @@
+"""The SQLite store: one file in WAL mode, used from one thread."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from typing import Any
+
+from ingest.storage import STATES, Record, StorageError, failure_payload, plan_write
+
+# "JSON TEXT": declared JSON, with text affinity so that a payload such as '42' stays text.
+SCHEMA = """
+BEGIN;
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    data JSON TEXT NOT NULL CHECK (json_valid(data)),
+    url TEXT,
+    status INTEGER,
+    fetched_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS failures (
+    id TEXT PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('not_found', 'invalid', 'failed')),
+    reason TEXT,
+    data JSON TEXT CHECK (data IS NULL OR json_valid(data)),
+    url TEXT,
+    status INTEGER,
+    fetched_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 1
+);
+CREATE INDEX IF NOT EXISTS failures_state ON failures (state);
+COMMIT;
+"""
+
+UPSERT_ITEM = """
+INSERT INTO items (id, data, url, status, fetched_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (id) DO UPDATE SET
+    data = excluded.data, url = excluded.url, status = excluded.status,
+    fetched_at = excluded.fetched_at
+"""
+
+# Only where the id has no items row: a transient failure never replaces stored data.
+UPSERT_FAILURE = """
+INSERT INTO failures (id, state, reason, data, url, status, fetched_at, attempts)
+SELECT :id, :state, :reason, :data, :url, :status, :fetched_at, :attempts
+WHERE NOT EXISTS (SELECT 1 FROM items WHERE id = :id)
+ON CONFLICT (id) DO UPDATE SET
+    state = excluded.state, reason = excluded.reason, data = excluded.data,
+    url = excluded.url, status = excluded.status, fetched_at = excluded.fetched_at,
+    attempts = failures.attempts + excluded.attempts
+"""
+
+STATES_OF = """
+SELECT id, 'stored', fetched_at FROM items WHERE id IN (SELECT value FROM json_each(:ids))
+UNION ALL
+SELECT id, state, fetched_at FROM failures WHERE id IN (SELECT value FROM json_each(:ids))
+"""
+
+COUNTS = """
+SELECT 'stored', count(*) FROM items
+UNION ALL
+SELECT state, count(*) FROM failures GROUP BY state
+"""
+
+
+class SQLiteStore:
+    """Items and failures in one SQLite file; `path` is absolute, `url` already masked."""
+
+    def __init__(self, path: str, *, url: str, busy_timeout: float = 30.0) -> None:
+        self.path = path
+        self.url = url
+        self.busy_timeout = busy_timeout
+        self._conn: sqlite3.Connection | None = None
+
+    def connect(self) -> None:
+        if self._conn is not None:
+            return
+        directory = os.path.dirname(self.path)
+        if not os.path.isdir(directory):
+            problem = "is not a directory" if os.path.exists(directory) else "does not exist"
+            raise StorageError(
+                f"cannot open DATABASE_URL {self.url}: directory {directory} {problem}"
+            )
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot open DATABASE_URL {self.url}: {exc}") from exc
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = NORMAL")
+            conn.executescript(SCHEMA)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise StorageError(f"cannot open DATABASE_URL {self.url}: {exc}") from exc
+        self._conn = conn
+
+    def write(self, records: Sequence[Record]) -> None:
+        plan = plan_write(records)
+        conn = self._connection()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "DELETE FROM failures WHERE id = ?", [(i,) for i in plan.clear_failures]
+            )
+            conn.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in plan.clear_items])
+            conn.executemany(
+                UPSERT_ITEM, [(r.id, r.data, r.url, r.status, r.fetched_at) for r in plan.stored]
+            )
+            conn.executemany(
+                UPSERT_FAILURE,
+                [
+                    {
+                        "id": f.record.id,
+                        "state": f.record.state,
+                        "reason": f.record.reason,
+                        "data": failure_payload(f.record.data),
+                        "url": f.record.url,
+                        "status": f.record.status,
+                        "fetched_at": f.record.fetched_at,
+                        "attempts": f.attempts,
+                    }
+                    for f in plan.failures
+                ],
+            )
+            conn.execute("COMMIT")
+        except BaseException as exc:
+            if conn.in_transaction:
+                try:
+                    conn.rollback()
+                except sqlite3.Error as rollback_exc:
+                    exc.add_note(f"rollback failed too: {rollback_exc}")
+            if isinstance(exc, sqlite3.Error):
+                raise StorageError(f"cannot write to DATABASE_URL {self.url}: {exc}") from exc
+            raise
+
+    def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
+        rows = self._read(STATES_OF, {"ids": json.dumps(list(ids))})
+        return {id_: (state, fetched_at) for id_, state, fetched_at in rows}
+
+    def counts(self) -> dict[str, int]:
+        return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise StorageError(f"DATABASE_URL {self.url} is not connected: call connect() first")
+        return self._conn
+
+    def _read(self, query: str, params: dict[str, str]) -> list[Any]:
+        try:
+            return self._connection().execute(query, params).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"cannot read DATABASE_URL {self.url}: {exc}") from exc
