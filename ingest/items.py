@@ -1,0 +1,27 @@
+"""What the spider yields: one outcome per id."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+STORED, NOT_FOUND, INVALID, FAILED = "stored", "not_found", "invalid", "failed"
+STATES = (STORED, NOT_FOUND, INVALID, FAILED)
+
+
+@dataclass(slots=True)
+class Outcome:
+    """The terminal state of one id, with the payload as received when there was one.
+
+    ``payload`` is the parsed JSON of ``data``, for validation; storage keeps ``data``,
+    the text exactly as the API sent it.
+    """
+
+    id: str
+    state: str
+    url: str
+    status: int | None = None
+    data: str | None = None
+    reason: str | None = None
+    fetched_at: float = 0.0
+    payload: Any = field(default=None, repr=False)

@@ -1,0 +1,89 @@
+"""Settings of the ingest project: every default in one place, components in order.
+
+Values marked [env] can also come from the environment, so that deployments
+(scrapyd, containers) need not change files; ``-s NAME=VALUE`` overrides both.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+BOT_NAME = "ingest"
+SPIDER_MODULES = ["ingest.spiders"]
+NEWSPIDER_MODULE = "ingest.spiders"
+COMMANDS_MODULE = "ingest.commands"
+
+# ---------------------------------------------------------------- the API
+# URL template of one item; {id} is replaced by the id. [env INGEST_API_URL]
+API_URL = os.environ.get("INGEST_API_URL", "http://127.0.0.1:8700/items/{id}")
+# Sent as "Authorization: Bearer …", added only as the request leaves. [env INGEST_API_TOKEN]
+API_TOKEN = os.environ.get("INGEST_API_TOKEN") or None
+# JSON Schema every payload must satisfy; the default fits the bundled mock API.
+ITEM_SCHEMA = str(Path(__file__).resolve().parent / "schemas" / "item.schema.json")
+
+# ---------------------------------------------------------------- rate limit
+RATELIMIT_ENABLED = True
+RATELIMIT_RATE = "100/60"  # N/SECONDS; several comma-separated rates all apply
+RATELIMIT_BURST = 1  # tokens that may go at once; 1 = evenly spaced
+RATELIMIT_BACKEND = "memory"  # or "redis" (shared by workers)
+RATELIMIT_MAX_PAUSE = 900  # seconds; a longer server-imposed pause stops the crawl
+RATELIMIT_RETRY_TIMES = 20  # 429s in a row for one id before it is "failed"
+
+# ---------------------------------------------------------------- storage
+# sqlite:///relative.db, sqlite:////abs.db or postgresql://… [env DATABASE_URL]
+DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///ingest.db")
+STORAGE_BATCH_SIZE = 1000  # most rows written in one transaction
+
+# ---------------------------------------------------------------- several workers
+DISTRIBUTED = False
+REDIS_URL = os.environ.get("REDIS_URL") or None  # [env REDIS_URL]
+
+# ---------------------------------------------------------------- retries
+# Scrapy's RetryMiddleware retries at once; ours waits, with exponential backoff
+# and full jitter, never less than Retry-After. 429s are the rate limiter's.
+RETRY_ENABLED = True
+RETRY_TIMES = 5
+RETRY_HTTP_CODES = [408, 500, 502, 503, 504, 522, 524]
+RETRY_BACKOFF_BASE = 1.0  # seconds; attempt n waits up to BASE * 2**(n-1)
+RETRY_BACKOFF_MAX = 60.0
+RETRY_PRIORITY_ADJUST = 1  # retries go before new ids: an id in progress finishes first
+
+# ---------------------------------------------------------------- downloading
+ROBOTSTXT_OBEY = False
+COOKIES_ENABLED = False
+CONCURRENT_REQUESTS = 16
+CONCURRENT_REQUESTS_PER_DOMAIN = 16  # = CONCURRENT_REQUESTS: the bucket, not the slot, paces
+DOWNLOAD_DELAY = 0
+DOWNLOAD_DELAY_JITTER = 0
+DOWNLOAD_TIMEOUT = 30
+# AutoThrottle stays on as latency-driven politeness: it slows the crawl when the
+# server's answers slow down, and costs nothing while latency is low.
+AUTOTHROTTLE_ENABLED = True
+AUTOTHROTTLE_START_DELAY = 0.0
+AUTOTHROTTLE_MAX_DELAY = 60.0
+AUTOTHROTTLE_TARGET_CONCURRENCY = 8.0
+
+DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
+    "ingest.retry.BackoffRetryMiddleware": 550,
+    "ingest.middlewares.RateLimitMiddleware": 950,
+    "ingest.middlewares.ApiTokenMiddleware": 960,
+}
+ITEM_PIPELINES = {
+    "ingest.pipelines.ValidationPipeline": 300,
+    "ingest.pipelines.StoragePipeline": 800,
+}
+EXTENSIONS = {
+    "scrapy.extensions.telnet.TelnetConsole": None,
+    "scrapy.extensions.logstats.LogStats": None,
+    "ingest.progress.Progress": 500,
+}
+
+# ---------------------------------------------------------------- operations
+PROGRESS_INTERVAL = 5.0  # seconds between progress lines; 0 turns them off
+LOG_LEVEL = "INFO"
+TELNETCONSOLE_ENABLED = False
+# The RemoteControl extension serves an endpoint that runs Python code.
+REMOTE_CONTROL_ENABLED = False
+FEED_EXPORT_ENCODING = "utf-8"

@@ -1,0 +1,92 @@
+"""Running ``scrapy crawl api`` as users do, in its own process, and reading what it stored."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def crawl_command(api_url: str, database_url: str, *args: str, **settings: Any) -> list[str]:
+    """``scrapy crawl api`` with ``args`` (``-a ids=…``) and ``-s NAME=VALUE`` settings."""
+    command = [sys.executable, "-m", "scrapy", "crawl", "api", *args]
+    merged = {"API_URL": api_url, "DATABASE_URL": database_url, **settings}
+    for name, value in merged.items():
+        command += ["-s", f"{name}={value}"]
+    return command
+
+
+def environment(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
+    env.pop("DATABASE_URL", None)
+    env.pop("REDIS_URL", None)
+    env.update(extra)
+    return env
+
+
+def crawl(
+    api_url: str,
+    database_url: str,
+    *args: str,
+    timeout: float = 300,
+    env: dict[str, str] | None = None,
+    **settings: Any,
+) -> subprocess.CompletedProcess[str]:
+    """Run a crawl to its end; its output is in ``.stdout`` / ``.stderr``."""
+    return subprocess.run(
+        crawl_command(api_url, database_url, *args, **settings),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env or environment(),
+        check=False,
+    )
+
+
+def _query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    if database_url.startswith("sqlite:///"):
+        path = database_url[len("sqlite:///") :]
+        with sqlite3.connect(path) as conn:
+            return list(conn.execute(sql))
+    with psycopg.connect(database_url) as conn:
+        return [tuple(row) for row in conn.execute(sql)]  # type: ignore[arg-type]
+
+
+def terminal_states(database_url: str) -> dict[str, str]:
+    """id -> terminal state, from both tables; an id in both would raise."""
+    states: dict[str, str] = {}
+    rows = _query(
+        database_url, "SELECT id, 'stored' FROM items UNION ALL SELECT id, state FROM failures"
+    )
+    for id_, state in rows:
+        assert id_ not in states, f"id {id_} stands in both tables"
+        states[id_] = state
+    return states
+
+
+def duplicate_rows(database_url: str) -> int:
+    """Rows beyond one per id, over both tables (the primary keys should make it 0)."""
+    (count,) = _query(
+        database_url,
+        "SELECT (SELECT COUNT(*) - COUNT(DISTINCT id) FROM items)"
+        " + (SELECT COUNT(*) - COUNT(DISTINCT id) FROM failures)",
+    )[0]
+    return int(count)
+
+
+def failures(database_url: str) -> dict[str, tuple[str, str | None, str | None]]:
+    """id -> (state, reason, data) of the failures table."""
+    rows = _query(database_url, "SELECT id, state, reason, data FROM failures")
+    return {row[0]: (row[1], row[2], None if row[3] is None else str(row[3])) for row in rows}
+
+
+def query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
+    return _query(database_url, sql)
