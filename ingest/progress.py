@@ -105,8 +105,12 @@ class Progress:
         now = self.clock()
         while self.sent and self.sent[0] < now - WINDOW:
             self.sent.popleft()
-        span = min(WINDOW, now - (self.first_sent if self.first_sent is not None else now))
-        return len(self.sent) * 60 / span if span > 0 else 0.0
+        if len(self.sent) < 2:
+            return 0.0
+        if self.first_sent is not None and now - self.first_sent < WINDOW:
+            # Less than a minute so far: the rate between the first and last request.
+            return (len(self.sent) - 1) * 60 / max(self.sent[-1] - self.sent[0], 1e-9)
+        return len(self.sent) * 60 / WINDOW
 
     def line(self) -> str:
         done, total = self.done(), self.total
