@@ -65,6 +65,7 @@ AUTOTHROTTLE_MAX_DELAY = 60.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 8.0
 
 DOWNLOADER_MIDDLEWARES = {
+    "ingest.resume.SkipDoneMiddleware": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ingest.retry.BackoffRetryMiddleware": 550,
     "ingest.middlewares.RateLimitMiddleware": 950,
@@ -79,6 +80,12 @@ EXTENSIONS = {
     "scrapy.extensions.logstats.LogStats": None,
     "ingest.progress.Progress": 500,
 }
+
+# ---------------------------------------------------------------- JOBDIR
+# With -s JOBDIR=DIR the queue lives in SQLite: every push and pop is durable, so a
+# forced stop leaves it consistent. First in, first out: ids go in order.
+SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoSQLiteQueue"
+SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 
 # ---------------------------------------------------------------- operations
 PROGRESS_INTERVAL = 5.0  # seconds between progress lines; 0 turns them off

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
 from scrapy import Spider, signals
-from scrapy.exceptions import IgnoreRequest
+from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.http import JsonRequest, TextResponse
 from scrapy.utils.response import response_status_message
 
@@ -28,6 +30,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 CHUNK = 500
+MAX_PASSES = 3  # looks for ids left without an outcome, per run
 GONE = frozenset({404, 410})
 
 
@@ -68,35 +71,54 @@ class ApiSpider(Spider):
         self.ids: IdSource = id_source({"ids": ids, "ids_file": ids_file})
         self.refresh = parse_flag("refresh", refresh)
         self.clock: Callable[[], float] = time.time
-        self.skipped = 0
+        self.run = uuid.uuid4().hex[:12]
+        self.started_at = self.clock()
+        self._passes = 0
+        self._pass: asyncio.Task[int] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         spider.url_template = check_api_url(crawler.settings.get("API_URL"))
         spider.database_url = crawler.settings.get("DATABASE_URL")
+        crawler.signals.connect(spider.idle, signal=signals.spider_idle)
         return spider
 
-    def needs_fetch(self, state: str | None) -> bool:
-        if state is None or state == FAILED:
+    @property
+    def refresh_since(self) -> float:
+        """When this refresh began; with JOBDIR it survives a stop, so a resumed
+        refresh does not fetch again what it already refreshed."""
+        state = getattr(self, "state", None)
+        if state is None:
+            return self.started_at
+        return float(state.setdefault("refresh_since", self.started_at))
+
+    def needs_fetch(self, state: str | None, fetched_at: float = 0.0) -> bool:
+        """Stored and not_found ids are done; failed ones are tried again; invalid
+        ones, and everything, only with refresh."""
+        if state is None:
             return True
-        return self.refresh
+        if self.refresh:
+            return fetched_at < self.refresh_since
+        return state == FAILED
 
     async def start(self) -> AsyncIterator[Any]:
         ledger = Ledger.from_url(self.database_url)
         await ledger.open()
+        stats = self.crawler.stats
         try:
             for chunk in chunks(self.ids, CHUNK):
                 states = await ledger.states(chunk)
                 for id_ in chunk:
-                    state = states.get(id_, (None, 0.0))[0]
-                    if not self.needs_fetch(state):
-                        self.skipped += 1
-                        self.crawler.stats.inc_value("ids/skipped")
+                    state, fetched_at = states.get(id_, (None, 0.0))
+                    if not self.needs_fetch(state, fetched_at):
+                        stats.inc_value("ids/skipped")
                         continue
                     await self._backlog_room()
-                    self.crawler.stats.inc_value("ids/scheduled")
-                    yield self.request_for(id_, seen_before=state is not None)
+                    stats.inc_value("ids/scheduled")
+                    # Ids with no row yet go through the duplicate filter: with
+                    # JOBDIR, those already queued by an earlier run are not queued twice.
+                    yield self.request_for(id_, dont_filter=state is not None)
         finally:
             await ledger.close()
 
@@ -107,13 +129,52 @@ class ApiSpider(Spider):
         while engine is not None and engine.needs_backout() and engine.running:
             await self.crawler.signals.wait_for(signals.scheduler_empty)
 
-    def request_for(self, id_: str, *, seen_before: bool = False) -> JsonRequest:
+    def idle(self) -> None:
+        """When the queue runs dry, look for ids of the set that still have no
+        outcome (lost with a forced stop, or to a failed write) and fetch them.
+
+        This is what makes a rerun complete whatever stopped the last one: the
+        database, not the queue, is the record of what is done.
+        """
+        if self._pass is not None and not self._pass.done():
+            raise DontCloseSpider
+        if self._pass is not None:
+            scheduled = self._pass.result()
+            self._pass = None
+            if not scheduled:
+                return
+        if self._passes >= MAX_PASSES:
+            return
+        self._passes += 1
+        self._pass = asyncio.ensure_future(self._reconcile())
+        raise DontCloseSpider
+
+    async def _reconcile(self) -> int:
+        ledger = Ledger.from_url(self.database_url)
+        await ledger.open()
+        scheduled = 0
+        try:
+            for chunk in chunks(self.ids, CHUNK):
+                states = await ledger.states(chunk)
+                for id_ in chunk:
+                    state, fetched_at = states.get(id_, (None, 0.0))
+                    if state is None or (self.refresh and fetched_at < self.refresh_since):
+                        scheduled += 1
+                        self.crawler.engine.crawl(self.request_for(id_, dont_filter=True))
+        finally:
+            await ledger.close()
+        if scheduled:
+            self.crawler.stats.inc_value("ids/recovered", scheduled)
+            logger.info("Fetching %d ids that have no outcome yet", scheduled)
+        return scheduled
+
+    def request_for(self, id_: str, *, dont_filter: bool = False) -> JsonRequest:
         return JsonRequest(
             self.url_template.format(id=id_),
             callback=self.parse,
             errback=self.failed,
-            meta={"id": id_},
-            dont_filter=seen_before,
+            meta={"id": id_, "run": self.run},
+            dont_filter=dont_filter,
         )
 
     def parse(self, response: Response) -> Iterator[Outcome]:
