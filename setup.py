@@ -8,5 +8,7 @@ setup(
     packages=find_packages(include=["ingest", "ingest.*"]),
     package_data={"ingest": ["schemas/*.json"]},
     entry_points={"scrapy": ["settings = ingest.settings"]},
+    # True to the code (ingest.settings builds a file path from __file__), though scrapyd
+    # ignores it: it imports the project from the zipped .egg all the same.
     zip_safe=False,
 )

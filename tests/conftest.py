@@ -3,4 +3,5 @@
 pytest_plugins = [
     "tests.support.mockapi",
     "tests.support.postgres",
+    "tests.support.scrapyd",
 ]
