@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -226,14 +227,35 @@ def api_key(template: str) -> str:
 # ---------------------------------------------------------------- schema
 
 
+def read_file(path: Path) -> str | None:
+    """The text of the file at ``path``, or None if there is none.
+
+    A path that runs through a zip archive is read from inside it: scrapyd runs a
+    project from its zipped egg, where paths built from ``__file__`` point into the .egg.
+    """
+    if path.is_file():
+        return path.read_text(encoding="utf-8")
+    archive = next((parent for parent in path.parents if parent.is_file()), None)
+    if archive is None or not zipfile.is_zipfile(archive):
+        return None
+    with zipfile.ZipFile(archive) as zipped:
+        try:
+            return zipped.read(path.relative_to(archive).as_posix()).decode("utf-8")
+        except KeyError:
+            return None
+
+
 def load_schema(value: Any) -> dict[str, Any]:
     """Read and check the JSON Schema file named by ITEM_SCHEMA."""
-    path = Path(str(value or ""))
-    if not path.is_file():
+    try:
+        text = read_file(Path(str(value or "")))
+    except (OSError, UnicodeDecodeError, zipfile.BadZipFile) as exc:
+        raise ConfigError(f"ITEM_SCHEMA {str(value)!r} is not a JSON file: {exc}") from exc
+    if text is None:
         raise ConfigError(f"ITEM_SCHEMA is not a file: {str(value)!r}")
     try:
-        schema = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        schema = json.loads(text)
+    except json.JSONDecodeError as exc:
         raise ConfigError(f"ITEM_SCHEMA {str(value)!r} is not a JSON file: {exc}") from exc
     if not isinstance(schema, dict | bool):
         raise ConfigError(f"ITEM_SCHEMA {str(value)!r} is not a JSON Schema (not an object)")

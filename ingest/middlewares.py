@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from scrapy import signals
@@ -14,8 +17,16 @@ from scrapy.utils.asyncio import CallLaterResult, call_later
 from scrapy.utils.httpobj import urlparse_cached
 from scrapy.utils.response import response_status_message
 
-from ingest.config import Rate, api_key, check_api_url, parse_positive_int, parse_rates
-from ingest.headers import retry_after_seconds
+from ingest.config import (
+    Rate,
+    api_key,
+    check_api_url,
+    parse_positive_int,
+    parse_rates,
+    parse_seconds,
+)
+from ingest.headers import Quota, rate_limited, retry_after_seconds
+from ingest.headers import quota as quota_from
 from ingest.ratelimit import Backend, MemoryBackend
 from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
 
@@ -30,6 +41,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 RETRIES_META = "ratelimit_retries"
+SENT_META = "ratelimit_sent"
+PAUSED_REASON = "ratelimit_paused"
+# Quota headers count in whole seconds: a reset this short says too little to act on.
+RESET_RESOLUTION = 1.0
 
 
 def origin(request: Request) -> str:
@@ -55,12 +70,15 @@ def pause_backoff(consecutive: int, *, base: float = 1.0, cap: float = 60.0) -> 
 
 
 class RateLimitMiddleware:
-    """Sends each request only when the token bucket allows it; obeys the server's 429s.
+    """Sends each request only when the token bucket allows it; heeds what the server says.
 
-    Only the waiting request waits (an asyncio sleep, never the reactor). A 429, or a
-    503 with ``Retry-After``, pauses every request to that API until the time the
-    server names; the 429'd request goes back to the scheduler and spends a token
-    again when it is sent.
+    Only the waiting request waits (an asyncio sleep, never the reactor). A 429 (or
+    a 403 with nothing remaining), or a 503 with ``Retry-After``, pauses every
+    request to that API until the time the server names; the rate-limited request
+    goes back to the scheduler and spends a token again when it is sent. Quota
+    headers (``X-RateLimit-*``, ``RateLimit``/``RateLimit-Policy``) are followed:
+    nothing is spent when nothing is left, and an announced quota is adopted. A 429
+    that the rates did not predict lowers the pace, which then probes back up.
     """
 
     def __init__(
@@ -68,7 +86,7 @@ class RateLimitMiddleware:
         crawler: Crawler,
         backend: Backend,
         *,
-        rates: tuple[Rate, ...],
+        max_pause: float,
         max_retries: int,
         stats: StatsCollector,
         waiter: Waiter,
@@ -76,7 +94,7 @@ class RateLimitMiddleware:
     ) -> None:
         self.crawler = crawler
         self.backend = backend
-        self.rates = rates
+        self.max_pause = max_pause
         self.max_retries = max_retries
         self.stats = stats
         self.waiter = waiter
@@ -84,6 +102,8 @@ class RateLimitMiddleware:
         self._consecutive_429: dict[str, int] = {}
         self._paused_seconds = 0.0
         self._resume_log: dict[str, CallLaterResult] = {}
+        self._stopping = False
+        self._closing: asyncio.Future[None] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -97,14 +117,19 @@ class RateLimitMiddleware:
             raise NotConfigured(f"RATELIMIT_BACKEND {kind!r} is not available")
         assert crawler.stats is not None
         crawler.signals.connect(freeze_heap, signal=signals.spider_opened)
-        return cls(
+        middleware = cls(
             crawler,
             MemoryBackend(rates, burst=burst),
-            rates=rates,
+            max_pause=parse_seconds("RATELIMIT_MAX_PAUSE", s.get("RATELIMIT_MAX_PAUSE")),
             max_retries=s.getint("RATELIMIT_RETRY_TIMES"),
             stats=crawler.stats,
             waiter=Waiter(lambda: crawl_is_stopping(crawler)),
         )
+        crawler.stats.set_value("ratelimit/current_rate", round(60 * rates[0].per_second, 3))
+        logger.info("Rate limit %s, burst %d", ",".join(map(str, rates)), burst)
+        return middleware
+
+    # -------------------------------------------------------------- sending
 
     async def process_request(self, request: Request) -> None:
         key = origin(request)
@@ -112,54 +137,101 @@ class RateLimitMiddleware:
             slot = await self.backend.reserve(key)
             while True:
                 if slot.delay > 0:
-                    self.stats.inc_value("ratelimit/delayed")
                     await self.waiter.sleep(slot.delay)
-                extra = await self.backend.confirm(key, slot.epoch)
-                while extra:
-                    await self.waiter.sleep(extra)
-                    extra = await self.backend.confirm(key, slot.epoch)
-                if extra is not None:
+                confirmed = await self.backend.confirm(key, slot.epoch)
+                while confirmed.wait:
+                    await self.waiter.sleep(confirmed.wait)
+                    confirmed = await self.backend.confirm(key, slot.epoch)
+                if confirmed.wait is not None:
+                    request.meta[SENT_META] = confirmed.at
                     return
-                # A pause began while this request waited: its slot is void, book again.
+                # A pause or a new quota came while this request waited: book again.
                 slot = await self.backend.reserve(key)
         except Stopping:
             raise give_back(self.crawler, request) from None
 
+    # -------------------------------------------------------------- listening
+
     async def process_response(self, request: Request, response: Response) -> Request | Response:
         key = origin(request)
-        limited = response.status == 429
-        wait = retry_after_seconds(
-            response.headers.get("Retry-After"),
-            now=self.clock(),
-            date=response.headers.get("Date"),
-        )
-        if limited or (response.status == 503 and wait is not None):
-            why = "Retry-After" if wait is not None else "429 without Retry-After"
-            if wait is None:
+        sent_at = request.meta.get(SENT_META, -math.inf)
+        headers = response.headers
+        now = self.clock()
+        quota = quota_from(headers, now=now)
+        if quota is not None:
+            await self._follow_quota(key, quota, sent_at)
+        limited = rate_limited(response.status, quota)
+        wait = retry_after_seconds(headers.get("Retry-After"), now=now, date=headers.get("Date"))
+        if limited:
+            await self._learn(key, sent_at, response.status)
+            if wait is None and quota is not None and quota.exhausted and quota.reset:
+                wait, why = quota.reset, "quota exhausted until its reset"
+            elif wait is None:
                 count = self._consecutive_429.get(key, 0) + 1
                 self._consecutive_429[key] = count
-                wait = pause_backoff(count)
+                wait, why = pause_backoff(count), "no Retry-After: backing off"
+            else:
+                why = "Retry-After"
             await self._pause(key, wait, f"{response_status_message(response.status)}, {why}")
-        elif 200 <= response.status < 300:
+            return self._requeue(request, response)
+        if response.status == 503 and wait is not None:
+            await self._pause(key, wait, f"{response_status_message(503)}, Retry-After")
+        elif 200 <= response.status < 400:
             self._consecutive_429.pop(key, None)
-        if not limited:
-            return response
-        return self._requeue(request, response)
+            if await self.backend.succeeded(key):
+                await self._report_pace(key, "probing up after 429s", level=logging.DEBUG)
+        return response
+
+    async def _follow_quota(self, key: str, quota: Quota, sent_at: float) -> None:
+        if (
+            quota.limit
+            and quota.window
+            and await self.backend.adopt(key, Rate(quota.limit, quota.window))
+        ):
+            logger.info(
+                "%s announces a quota of %d/%g s: pacing by it too", key, quota.limit, quota.window
+            )
+            await self._report_pace(key, "announced by the server")
+        if quota.remaining is None or quota.reset is None:
+            return
+        if quota.exhausted and quota.reset <= RESET_RESOLUTION:
+            # "None left, back within a second" is all a bucket refilling faster than
+            # once a second can say in whole seconds: the pace, not this, decides.
+            return
+        if quota.exhausted:
+            await self._pause(key, quota.reset, "nothing remaining in the quota until its reset")
+        else:
+            await self.backend.budget(key, quota.remaining, quota.reset, sent_at)
+
+    async def _learn(self, key: str, sent_at: float, status: int) -> None:
+        if await self.backend.limited(key, sent_at):
+            self.stats.inc_value("ratelimit/429_unexpected")
+            await self._report_pace(key, f"learned from an unexpected {status}")
+
+    async def _report_pace(self, key: str, why: str, level: int = logging.INFO) -> None:
+        pace = await self.backend.per_minute(key)
+        self.stats.set_value("ratelimit/current_rate", round(pace, 3))
+        self.stats.set_value("ratelimit/pace_source", why)
+        logger.log(level, "Pace for %s now %.1f/min (%s)", key, pace, why)
 
     def _requeue(self, request: Request, response: Response) -> Request | Response:
         retries = request.meta.get(RETRIES_META, 0) + 1
         if retries > self.max_retries:
             self.stats.inc_value("ratelimit/gave_up")
-            logger.error("Gave up on %s: rate limited %d times in a row", request.url, retries - 1)
+            logger.error("Gave up on %s: rate limited %d times", request.url, retries - 1)
             return response
         self.stats.inc_value("ratelimit/requeued")
         retry = request.replace(dont_filter=True)
         retry.meta[RETRIES_META] = retries
+        retry.meta.pop(SENT_META, None)
         return retry
 
     async def _pause(self, key: str, seconds: float, why: str) -> None:
         pause = await self.backend.pause(key, seconds)
         if pause.remaining <= 0:
+            return
+        if pause.remaining > self.max_pause:
+            self._stop(key, pause.remaining, why)
             return
         if pause.started:
             self.stats.inc_value("ratelimit/pauses")
@@ -175,6 +247,22 @@ class RateLimitMiddleware:
     def _log_resume(self, key: str) -> None:
         self._resume_log.pop(key, None)
         logger.info("Resuming requests to %s, paced", key)
+
+    def _stop(self, key: str, seconds: float, why: str) -> None:
+        """A pause longer than RATELIMIT_MAX_PAUSE: stop now rather than sleep for hours."""
+        if self._stopping:
+            return
+        self._stopping = True
+        resume_at = datetime.fromtimestamp(self.clock() + seconds, tz=UTC)
+        self.stats.set_value("ratelimit/resume_after", resume_at.isoformat(timespec="seconds"))
+        logger.warning(
+            "%s asks to wait %.0fs (%s), more than RATELIMIT_MAX_PAUSE=%gs: stopping. "
+            "Run the same command again after %s to continue.",
+            key, seconds, why, self.max_pause, resume_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )  # fmt: skip
+        engine = self.crawler.engine
+        if engine is not None:
+            self._closing = asyncio.ensure_future(engine.close_spider_async(reason=PAUSED_REASON))
 
 
 class ApiTokenMiddleware:

@@ -121,6 +121,9 @@ class Progress:
         parts.append(f"{rate:.1f} req/min over the last minute")
         parts.append(f"{throttled} x 429")
         parts.append(f"paused {duration(paused)}")
+        if self.stats.get_value("ratelimit/pace_source"):
+            pace = self.stats.get_value("ratelimit/current_rate", 0.0)
+            parts.append(f"pace {pace:.0f}/min, {self.stats.get_value('ratelimit/pace_source')}")
         if total is not None and rate > 0:
             parts.append(f"ETA {duration((total - done) * 60 / rate)}")
         return " | ".join(parts)

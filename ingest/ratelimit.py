@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -20,14 +21,32 @@ MARGIN = 0.002
 # followed at once by the next one, on time: a burst that a server bucket with no
 # burst rejects.
 SPACING = 0.005
+# Learning from unexpected 429s: the pace drops by this factor at each one, and
+# climbs back by steps, fast while well under the pace of the last 429, slowly near it.
+DECREASE = 0.85
+FAST_STEP, SLOW_STEP = 0.05, 0.01
+MIN_SCALE = 0.05
+# After a pause every client of the API comes back at once unless each waits a
+# little longer, at random: this fraction of the pause, at most JITTER_MAX seconds.
+JITTER, JITTER_MAX = 0.05, 1.0
 
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """A send slot: wait ``delay`` seconds, then go, unless the bucket's epoch moved."""
+    """A send slot: wait ``delay`` seconds, then confirm it."""
 
     delay: float
     epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """At the slot's time: ``wait`` None means the slot is void (a pause or a new
+    quota came in between): book again; a positive ``wait`` means wait that much
+    more and confirm again; 0 means go: the send counts as made ``at``."""
+
+    wait: float | None
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,13 +60,14 @@ class Pause:
 
 
 class TokenBucket:
-    """Reservations against several rates at once, decided together.
+    """Bookings against several rates at once, decided together, and what the
+    server's answers teach about them.
 
-    Every rate is a sliding window: at most ``limit`` sends in any ``period``
-    (the strictest reading of a quota, safe against fixed windows, sliding logs
-    and buckets alike). The rate with the shortest period also sets the pace:
-    a bucket of ``burst`` tokens refilled at that rate (GCRA), so that with the
-    default burst of 1 requests are evenly spaced and nothing goes at once.
+    Every rate is a sliding window: at most ``limit`` sends in any ``period`` (the
+    strictest reading of a quota, safe against fixed windows, sliding logs and
+    buckets alike). The rate with the shortest period also sets the pace: a bucket
+    of ``burst`` tokens refilled at that rate (GCRA), so that with the default
+    burst of 1 requests are evenly spaced and nothing goes at once.
     """
 
     def __init__(
@@ -58,89 +78,148 @@ class TokenBucket:
         margin: float = MARGIN,
         spacing: float = SPACING,
         clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
         if not rates:
             raise ValueError("a bucket needs at least one rate")
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
-        self.clock = clock
-        self.burst = burst
-        self.margin = margin
-        self.spacing = spacing
+        self.configured = tuple(sorted(rates, key=lambda r: (r.period, r.limit)))
+        self.announced: Rate | None = None
+        self.burst, self.margin, self.spacing = burst, margin, spacing
+        self.clock, self.rand = clock, rand
+        self.scale = 1.0  # the share of the configured pace in use; < 1 after 429s
+        self.ceiling = 1.0  # the scale at the last unexpected 429
+        self._changed = -math.inf
         self.epoch = 0
-        self.paused_until = -math.inf
+        self.paused_until = self.pause_began = -math.inf
+        self._budget_until, self._budget_left = -math.inf, 0
         self._tat = -math.inf  # theoretical arrival time of the next token (GCRA)
         self._last_sent = -math.inf
-        self.set_rates(rates)
+        self._sends: deque[float] = deque(maxlen=max(r.limit for r in self.configured))
 
-    def set_rates(self, rates: Sequence[Rate]) -> None:
-        """Adopt new rates; the sends already made keep counting against them."""
-        old = getattr(self, "_sends", {})
-        self.rates = tuple(sorted(rates, key=lambda r: (r.period, r.limit)))
-        self._sends: dict[Rate, deque[float]] = {
-            rate: deque(old.get(rate, ()), maxlen=rate.limit) for rate in self.rates
-        }
-        if old:
-            history = sorted({t for sends in old.values() for t in sends})
-            for rate, sends in self._sends.items():
-                if rate not in old:
-                    sends.extend(history[-rate.limit :])
+    # -------------------------------------------------------------- the rates
+
+    @property
+    def rates(self) -> tuple[Rate, ...]:
+        extra = (self.announced,) if self.announced else ()
+        return tuple(sorted((*self.configured, *extra), key=lambda r: (r.period, r.limit)))
 
     @property
     def interval(self) -> float:
         """Seconds between two sends at the pacing rate."""
-        pace = self.rates[0]
-        return pace.interval * (1 + self.margin)
+        return self.rates[0].interval / self.scale
+
+    @property
+    def per_minute(self) -> float:
+        """The pace in use, in requests per minute, all rates considered."""
+        return 60 * min(r.per_second for r in self.rates) * self.scale
+
+    def adopt(self, rate: Rate) -> bool:
+        """Take the quota the server announces as one more rate; True if it is new."""
+        if rate == self.announced:
+            return False
+        self.announced = rate
+        if rate.limit > (self._sends.maxlen or 0):
+            self._sends = deque(self._sends, maxlen=rate.limit)
+        self._void_bookings(self.clock())
+        return True
+
+    # -------------------------------------------------------------- booking
 
     def reserve(self) -> Reservation:
         """Book the earliest slot every rate allows; returns how long to wait for it."""
         now = self.clock()
-        at = max(now, self.paused_until, self._tat - (self.burst - 1) * self.interval)
-        for rate, sends in self._sends.items():
-            if len(sends) == rate.limit:
-                at = max(at, sends[0] + rate.period * (1 + self.margin))
-        self._tat = max(self._tat, at) + self.interval
-        for sends in self._sends.values():
-            sends.append(at)
+        interval = self.interval * (1 + self.margin)
+        at = max(now, self.paused_until, self._tat - (self.burst - 1) * interval)
+        for rate in self.rates:
+            if len(self._sends) >= rate.limit:
+                at = max(
+                    at, self._sends[-rate.limit] + rate.period / self.scale * (1 + self.margin)
+                )
+        if at < self._budget_until:
+            if self._budget_left > 0:
+                self._budget_left -= 1
+            else:
+                at = self._budget_until
+        self._tat = max(self._tat, at) + interval
+        self._sends.append(at)
         return Reservation(at - now, self.epoch)
 
-    def confirm(self, epoch: int) -> float | None:
-        """At the booked time: 0 = go now (and it counts as sent), a number = wait that
-        much more, None = a pause moved the epoch since booking: book again."""
-        if epoch != self.epoch:
-            return None
+    def confirm(self, epoch: int) -> Confirmation:
+        """Called at the booked time, just before sending."""
         now = self.clock()
+        if epoch != self.epoch:
+            return Confirmation(None, now)
         if self.burst == 1:
-            wait = self._last_sent + self.rates[0].interval * (1 + self.spacing) - now
+            wait = self._last_sent + self.interval * (1 + self.spacing) - now
             if wait > 0:
-                return wait
+                return Confirmation(wait, now)
         self._last_sent = now
-        return 0.0
+        return Confirmation(0.0, now)
+
+    def _void_bookings(self, now: float) -> None:
+        """Give up the slots booked for the future; their holders book again."""
+        self.epoch += 1
+        while self._sends and self._sends[-1] > now:
+            self._sends.pop()
+        last = self._sends[-1] if self._sends else -math.inf
+        self._tat = last + self.interval * (1 + self.margin)
+
+    # -------------------------------------------------------------- feedback
 
     def pause(self, seconds: float) -> Pause:
-        """Hold every send for ``seconds``; then resume one at a time, paced.
-
-        Slots booked for the future are given up (the epoch moves, so their
-        holders book again); slots already used keep counting against the rates.
-        A pause that falls within the current one changes nothing.
-        """
+        """Hold every send for ``seconds`` (plus a little jitter); then resume one at a
+        time, paced. A pause that falls within the current one changes nothing."""
         now = self.clock()
-        until = now + seconds
+        until = now + seconds + self.rand() * min(JITTER * seconds, JITTER_MAX)
         if until <= self.paused_until:
             return Pause(started=False, remaining=self.paused_until - now, added=0.0)
         started = self.paused_until <= now
+        if started:
+            self.pause_began = now
         added = until - max(now, self.paused_until)
         self.paused_until = until
-        self.epoch += 1
-        for sends in self._sends.values():
-            while sends and sends[-1] > now:
-                sends.pop()
+        self._void_bookings(now)
         # After the pause only one token is available: no burst on resume.
         self._tat = until + (self.burst - 1) * self.interval
-        return Pause(started=started, remaining=seconds, added=added)
+        return Pause(started=started, remaining=until - now, added=added)
 
     def remaining_pause(self) -> float:
         return max(0.0, self.paused_until - self.clock())
+
+    def budget(self, remaining: int, reset: float, sent_at: float) -> None:
+        """The server says ``remaining`` requests are left for the next ``reset``
+        seconds, as of when it received the request sent at ``sent_at``: the sends
+        made since then are not counted in it yet."""
+        now = self.clock()
+        unseen = sum(1 for t in self._sends if t > sent_at)
+        self._budget_until = now + reset
+        self._budget_left = remaining - unseen
+        if self._budget_left < 0:
+            self._void_bookings(now)
+            self._budget_left = remaining - sum(1 for t in self._sends if t > sent_at)
+
+    def limited(self, sent_at: float) -> bool:
+        """A 429 the rates did not predict: slow down. Answers to requests sent
+        before the current pause began are part of what caused it, not news."""
+        if sent_at <= self.pause_began:
+            return False
+        self.ceiling = self.scale
+        self.scale = max(MIN_SCALE, self.scale * DECREASE)
+        self._changed = self.clock()
+        return True
+
+    def succeeded(self) -> bool:
+        """An answer that was not rate limited: after a quiet while, probe a little
+        faster. Returns True if the pace changed."""
+        now = self.clock()
+        if self.scale >= 1.0 or now - self._changed < self.rates[0].period / 6:
+            return False
+        step = FAST_STEP if self.scale < 0.95 * self.ceiling else SLOW_STEP
+        self.scale = min(1.0, self.scale + step)
+        self._changed = now
+        return True
 
 
 class Backend(Protocol):
@@ -148,11 +227,19 @@ class Backend(Protocol):
 
     async def reserve(self, key: str) -> Reservation: ...
 
-    async def confirm(self, key: str, epoch: int) -> float | None: ...
+    async def confirm(self, key: str, epoch: int) -> Confirmation: ...
 
     async def pause(self, key: str, seconds: float) -> Pause: ...
 
-    async def remaining_pause(self, key: str) -> float: ...
+    async def budget(self, key: str, remaining: int, reset: float, sent_at: float) -> None: ...
+
+    async def adopt(self, key: str, rate: Rate) -> bool: ...
+
+    async def limited(self, key: str, sent_at: float) -> bool: ...
+
+    async def succeeded(self, key: str) -> bool: ...
+
+    async def per_minute(self, key: str) -> float: ...
 
     async def close(self) -> None: ...
 
@@ -166,26 +253,41 @@ class MemoryBackend:
         *,
         burst: int = 1,
         clock: Callable[[], float] = time.monotonic,
+        rand: Callable[[], float] = random.random,
     ) -> None:
-        self.rates, self.burst, self.clock = tuple(rates), burst, clock
+        self.rates, self.burst, self.clock, self.rand = tuple(rates), burst, clock, rand
         self.buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, key: str) -> TokenBucket:
         if key not in self.buckets:
-            self.buckets[key] = TokenBucket(self.rates, burst=self.burst, clock=self.clock)
+            self.buckets[key] = TokenBucket(
+                self.rates, burst=self.burst, clock=self.clock, rand=self.rand
+            )
         return self.buckets[key]
 
     async def reserve(self, key: str) -> Reservation:
         return self.bucket(key).reserve()
 
-    async def confirm(self, key: str, epoch: int) -> float | None:
+    async def confirm(self, key: str, epoch: int) -> Confirmation:
         return self.bucket(key).confirm(epoch)
 
     async def pause(self, key: str, seconds: float) -> Pause:
         return self.bucket(key).pause(seconds)
 
-    async def remaining_pause(self, key: str) -> float:
-        return self.bucket(key).remaining_pause()
+    async def budget(self, key: str, remaining: int, reset: float, sent_at: float) -> None:
+        self.bucket(key).budget(remaining, reset, sent_at)
+
+    async def adopt(self, key: str, rate: Rate) -> bool:
+        return self.bucket(key).adopt(rate)
+
+    async def limited(self, key: str, sent_at: float) -> bool:
+        return self.bucket(key).limited(sent_at)
+
+    async def succeeded(self, key: str) -> bool:
+        return self.bucket(key).succeeded()
+
+    async def per_minute(self, key: str) -> float:
+        return self.bucket(key).per_minute
 
     async def close(self) -> None:
         self.buckets.clear()

@@ -7,12 +7,14 @@ import asyncio
 import pytest
 
 from ingest.config import Rate
-from ingest.ratelimit import MARGIN, MemoryBackend, TokenBucket
+from ingest.ratelimit import MARGIN, Confirmation, MemoryBackend, TokenBucket
 from tests.support.clock import FakeClock
 
 
 def bucket(rates: list[Rate], *, burst: int = 1, clock: FakeClock | None = None) -> TokenBucket:
-    return TokenBucket(rates, burst=burst, margin=0.0, clock=clock or FakeClock())
+    return TokenBucket(
+        rates, burst=burst, margin=0.0, spacing=0.0, clock=clock or FakeClock(), rand=lambda: 0.0
+    )
 
 
 def delays(b: TokenBucket, n: int) -> list[float]:
@@ -49,7 +51,7 @@ def test_time_passing_shortens_the_wait() -> None:
 
 
 def test_margin_slows_every_rate_a_little() -> None:
-    b = TokenBucket([Rate(10, 1)], margin=0.01, clock=FakeClock())
+    b = TokenBucket([Rate(10, 1)], margin=0.01, clock=FakeClock(), rand=lambda: 0.0)
     assert [round(d, 6) for d in delays(b, 3)] == [0.0, 0.101, 0.202]
 
 
@@ -118,13 +120,97 @@ def test_reservations_never_go_backwards() -> None:
 
 def test_memory_backend_keeps_one_bucket_per_api() -> None:
     async def scenario() -> None:
-        backend = MemoryBackend([Rate(1, 1)], clock=FakeClock())
+        backend = MemoryBackend([Rate(1, 1)], clock=FakeClock(), rand=lambda: 0.0)
         assert (await backend.reserve("http://a")).delay == 0.0
         assert (await backend.reserve("http://b")).delay == 0.0
         assert (await backend.reserve("http://a")).delay == pytest.approx(1 + MARGIN)
         await backend.pause("http://a", 4)
-        assert await backend.remaining_pause("http://a") == 4
-        assert await backend.remaining_pause("http://b") == 0
-        assert await backend.epoch("http://a") == 1
+        assert (await backend.reserve("http://a")).delay == 4
+        assert (await backend.reserve("http://b")).delay == pytest.approx(1 + MARGIN)
 
     asyncio.run(scenario())
+
+
+def test_a_pause_ends_a_little_later_at_random() -> None:
+    clock = FakeClock()
+    b = TokenBucket([Rate(1, 1)], clock=clock, rand=lambda: 1.0)
+    assert b.pause(2.0).remaining == pytest.approx(2.1)  # 5% of the pause
+    assert b.pause(100.0).remaining == pytest.approx(101.0)  # at most 1 s more
+
+
+def test_confirm_keeps_actual_sends_apart_when_one_went_late() -> None:
+    clock = FakeClock()
+    b = TokenBucket([Rate(10, 1)], margin=0.0, spacing=0.01, clock=clock, rand=lambda: 0.0)
+    first, second = b.reserve(), b.reserve()
+    clock.now += 0.03  # the first request woke 30 ms late
+    assert b.confirm(first.epoch) == Confirmation(0.0, clock.now)
+    clock.now += second.delay - 0.03  # the second wakes on time
+    assert b.confirm(second.epoch).wait == pytest.approx(0.031)  # 101 ms after the first
+    clock.now += 0.031
+    assert b.confirm(second.epoch).wait == 0.0
+
+
+def test_a_pause_voids_the_slots_booked_before_it() -> None:
+    b = bucket([Rate(10, 1)])
+    slot = b.reserve()
+    b.pause(1.0)
+    assert b.confirm(slot.epoch).wait is None
+
+
+def test_an_announced_quota_applies_with_the_configured_rates() -> None:
+    clock = FakeClock()
+    b = bucket([Rate(1000, 60)], clock=clock)
+    assert delays(b, 2) == [0.0, 0.06]
+    assert b.adopt(Rate(100, 60))
+    assert not b.adopt(Rate(100, 60))
+    assert b.per_minute == 100
+    # The future slot was voided; from now on the announced pace rules.
+    assert delays(b, 3) == [0.6, 1.2, 1.8]
+
+
+def test_nothing_left_means_waiting_for_the_reset() -> None:
+    clock = FakeClock()
+    b = bucket([Rate(1000, 60)], clock=clock)
+    sent = clock.now + b.reserve().delay
+    b.budget(remaining=0, reset=30.0, sent_at=sent)
+    assert b.reserve().delay == pytest.approx(30.0)
+
+
+def test_a_budget_counts_the_sends_the_server_had_not_seen() -> None:
+    clock = FakeClock()
+    b = bucket([Rate(60, 60)], clock=clock)
+    sent = clock.now + b.reserve().delay
+    clock.now += 1
+    b.reserve()  # went after the request that the answer is about
+    clock.now += 0.5
+    b.budget(remaining=3, reset=20.0, sent_at=sent)
+    # 3 left, 1 already spent: two more now, the next after the reset.
+    assert [round(d, 6) for d in delays(b, 3)] == [0.5, 1.5, 20.0]
+
+
+def test_unexpected_429s_lower_the_pace_and_it_climbs_back() -> None:
+    clock = FakeClock()
+    b = bucket([Rate(60, 60)], clock=clock)
+    assert b.limited(sent_at=clock.now)
+    assert b.scale == pytest.approx(0.85)
+    assert b.per_minute == pytest.approx(51)
+    clock.now += 5
+    assert not b.succeeded()  # too soon: a probe every period / 6
+    scales = []
+    for _ in range(6):
+        clock.now += 10
+        b.succeeded()
+        scales.append(round(b.scale, 2))
+    # Fast back to near the pace of the 429, then slowly.
+    assert scales == [0.9, 0.95, 0.96, 0.97, 0.98, 0.99]
+
+
+def test_429s_from_before_a_pause_are_not_news() -> None:
+    clock = FakeClock()
+    b = bucket([Rate(60, 60)], clock=clock)
+    early = clock.now
+    clock.now += 1
+    assert b.limited(sent_at=clock.now - 0.5)
+    b.pause(10)
+    assert not b.limited(sent_at=early)
+    assert b.scale == pytest.approx(0.85)

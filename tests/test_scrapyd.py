@@ -22,18 +22,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.support.crawl import REPO_ROOT, environment, terminal_states
 from tests.support.mockapi import MockAPI, ids_requested_more_than_once, statuses
 from tests.support.scrapyd import Scrapyd, scrapyd_environment
 
 PROJECT = "ingest"
-SCHEMA = REPO_ROOT / "ingest" / "schemas" / "item.schema.json"
-# Under scrapyd, ITEM_SCHEMA's default is a path inside the zipped .egg, which the spider
-# cannot open (test_the_bundled_schema_is_read_from_the_egg): jobs that must crawl name
-# the working tree's schema file.
-WORKING_TREE_SCHEMA = {"ITEM_SCHEMA": str(SCHEMA)}
 
 
 def scrapyd_deploy() -> str:
@@ -110,13 +103,10 @@ def test_deployed_egg_crawls_with_settings_or_with_the_environment(
             "API_URL": by_settings.url_template,
             "DATABASE_URL": settings_db,
             "RATELIMIT_RATE": "1200/60",
-            **WORKING_TREE_SCHEMA,
         },
         ids="1-40",
     )
-    with_env = server.schedule(
-        PROJECT, "api", settings={"RATELIMIT_RATE": "1200/60", **WORKING_TREE_SCHEMA}, ids="1-40"
-    )
+    with_env = server.schedule(PROJECT, "api", settings={"RATELIMIT_RATE": "1200/60"}, ids="1-40")
     for job in (with_settings, with_env):
         server.wait_for(PROJECT, job, "finished", timeout=60)
 
@@ -128,10 +118,6 @@ def test_deployed_egg_crawls_with_settings_or_with_the_environment(
         assert statuses(api.requests()) == {200: 40}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="ITEM_SCHEMA's default is a path into the zipped egg; load_schema needs a real file",
-)
 def test_the_bundled_schema_is_read_from_the_egg(
     mockapi: Callable[..., MockAPI], scrapyd: Callable[..., Scrapyd], tmp_path: Path
 ) -> None:
@@ -158,7 +144,6 @@ def bad_rate_job(
         "API_URL": api.url_template,
         "DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
         "RATELIMIT_RATE": "fast",
-        **WORKING_TREE_SCHEMA,
     }
     scheduled = time.monotonic()
     job = server.schedule(PROJECT, "api", settings=settings, ids="1-40")
@@ -182,11 +167,6 @@ def test_a_bad_setting_ends_the_job_before_any_request(
     assert re.search(rf"Process died: exitstatus=2 .* job='{job}'", server.server_log())
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the crawl command writes a bad setting's error to stderr only, before LOG_FILE "
-    "is opened: scrapyd's job log is never created",
-)
 def test_a_bad_setting_is_named_in_the_job_log(
     mockapi: Callable[..., MockAPI], scrapyd: Callable[..., Scrapyd], tmp_path: Path
 ) -> None:
@@ -206,7 +186,6 @@ def test_cancel_then_schedule_the_same_jobid_resumes(
         "API_URL": api.url_template,
         "DATABASE_URL": db,
         "RATELIMIT_RATE": "600/60",
-        **WORKING_TREE_SCHEMA,
     }
     job = server.schedule(PROJECT, "api", settings=settings, ids=f"1-{n}", jobid="resumable")
     server.wait_for(PROJECT, job, "running", timeout=30)

@@ -3,20 +3,41 @@
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
 from ingest.config import ConfigError
+from ingest.middlewares import PAUSED_REASON
 from ingest.preflight import check_settings, check_spider_args
 
 if TYPE_CHECKING:
     import argparse
 
+    from scrapy.crawler import Crawler
+
+
+# sysexits' EX_TEMPFAIL: the API asked for a longer pause than RATELIMIT_MAX_PAUSE;
+# the same command, run later, continues.
+EXIT_PAUSED = 75
+
 
 class Command(ScrapyCrawl):
     """Scrapy's crawl command; a bad setting or argument of the ``api`` spider ends
-    it at once with one line naming the culprit and exit code 2."""
+    it at once with one line naming the culprit and exit code 2. A crawl stopped
+    because the API asked for too long a pause exits with 75 (try again later)."""
+
+    def _create_crawler(self, spidercls: Any) -> Crawler:
+        self.crawler = super()._create_crawler(spidercls)
+        return self.crawler
+
+    def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        super().run(args, opts)
+        crawler = getattr(self, "crawler", None)
+        stats = crawler.stats if crawler is not None else None
+        if self.exitcode == 0 and stats and stats.get_value("finish_reason") == PAUSED_REASON:
+            self.exitcode = EXIT_PAUSED
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)
@@ -27,5 +48,11 @@ class Command(ScrapyCrawl):
             check_spider_args(opts.spargs)
             check_settings(self.settings)
         except ConfigError as exc:
-            print(f"scrapy crawl api: error: {exc}", file=sys.stderr)
+            line = f"scrapy crawl api: error: {exc}"
+            print(line, file=sys.stderr)
+            # Logging starts only with the crawl: under scrapyd, whose job log is
+            # LOG_FILE, the line would otherwise be in no log of the job.
+            if log_file := self.settings.get("LOG_FILE"):
+                with Path(log_file).open("a", encoding=self.settings.get("LOG_ENCODING")) as log:
+                    print(line, file=log)
             sys.exit(2)
