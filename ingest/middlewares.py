@@ -138,10 +138,10 @@ class RateLimitMiddleware:
             while True:
                 if slot.delay > 0:
                     await self.waiter.sleep(slot.delay)
-                confirmed = await self.backend.confirm(key, slot.epoch)
+                confirmed = await self.backend.confirm(key, slot)
                 while confirmed.wait:
                     await self.waiter.sleep(confirmed.wait)
-                    confirmed = await self.backend.confirm(key, slot.epoch)
+                    confirmed = await self.backend.confirm(key, slot)
                 if confirmed.wait is not None:
                     request.meta[SENT_META] = confirmed.at
                     return

@@ -13,8 +13,11 @@ from typing import Protocol
 from ingest.config import Rate
 
 # Each rate is kept this much slower than nominal, so that a send that goes a
-# little late does not make the window after it a little too full.
+# little late does not make the window after it a little too full. A window is
+# also kept at least WINDOW_MARGIN seconds longer: a request on a new connection
+# (TCP, TLS) reaches the server later than one on a warm connection sent after it.
 MARGIN = 0.002
+WINDOW_MARGIN = 0.025
 # With a burst of 1, two sends are never closer than the pacing interval plus this
 # much, measured when they actually go. Slots are booked ahead on an ideal
 # timeline; without this, a request woken late (a busy event loop) would be
@@ -33,10 +36,11 @@ JITTER, JITTER_MAX = 0.05, 1.0
 
 @dataclass(frozen=True, slots=True)
 class Reservation:
-    """A send slot: wait ``delay`` seconds, then confirm it."""
+    """A send slot: wait ``delay`` seconds, then confirm it (``at``: the slot's time)."""
 
     delay: float
     epoch: int
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,9 +138,9 @@ class TokenBucket:
         at = max(now, self.paused_until, self._tat - (self.burst - 1) * interval)
         for rate in self.rates:
             if len(self._sends) >= rate.limit:
-                at = max(
-                    at, self._sends[-rate.limit] + rate.period / self.scale * (1 + self.margin)
-                )
+                window = rate.period / self.scale
+                window += max(window * self.margin, WINDOW_MARGIN if self.margin else 0.0)
+                at = max(at, self._sends[-rate.limit] + window)
         if at < self._budget_until:
             if self._budget_left > 0:
                 self._budget_left -= 1
@@ -144,19 +148,33 @@ class TokenBucket:
                 at = self._budget_until
         self._tat = max(self._tat, at) + interval
         self._sends.append(at)
-        return Reservation(at - now, self.epoch)
+        return Reservation(at - now, self.epoch, at)
 
-    def confirm(self, epoch: int) -> Confirmation:
+    def confirm(self, slot: Reservation) -> Confirmation:
         """Called at the booked time, just before sending."""
         now = self.clock()
-        if epoch != self.epoch:
+        if slot.epoch != self.epoch:
             return Confirmation(None, now)
         if self.burst == 1:
             wait = self._last_sent + self.interval * (1 + self.spacing) - now
             if wait > 0:
                 return Confirmation(wait, now)
         self._last_sent = now
+        self._record(slot.at, now)
         return Confirmation(0.0, now)
+
+    def _record(self, booked: float, sent: float) -> None:
+        """The windows count a send when it went, which may be later than booked."""
+        sends = self._sends
+        for i in range(len(sends) - 1, -1, -1):
+            if sends[i] == booked:
+                sends[i] = sent
+                while i + 1 < len(sends) and sends[i] > sends[i + 1]:
+                    sends[i], sends[i + 1] = sends[i + 1], sends[i]
+                    i += 1
+                return
+            if sends[i] < booked:
+                return
 
     def _void_bookings(self, now: float) -> None:
         """Give up the slots booked for the future; their holders book again."""
@@ -227,7 +245,7 @@ class Backend(Protocol):
 
     async def reserve(self, key: str) -> Reservation: ...
 
-    async def confirm(self, key: str, epoch: int) -> Confirmation: ...
+    async def confirm(self, key: str, slot: Reservation) -> Confirmation: ...
 
     async def pause(self, key: str, seconds: float) -> Pause: ...
 
@@ -268,8 +286,8 @@ class MemoryBackend:
     async def reserve(self, key: str) -> Reservation:
         return self.bucket(key).reserve()
 
-    async def confirm(self, key: str, epoch: int) -> Confirmation:
-        return self.bucket(key).confirm(epoch)
+    async def confirm(self, key: str, slot: Reservation) -> Confirmation:
+        return self.bucket(key).confirm(slot)
 
     async def pause(self, key: str, seconds: float) -> Pause:
         return self.bucket(key).pause(seconds)

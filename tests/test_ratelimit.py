@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ingest.config import Rate
-from ingest.ratelimit import MARGIN, Confirmation, MemoryBackend, TokenBucket
+from ingest.ratelimit import WINDOW_MARGIN, Confirmation, MemoryBackend, TokenBucket
 from tests.support.clock import FakeClock
 
 
@@ -123,10 +123,11 @@ def test_memory_backend_keeps_one_bucket_per_api() -> None:
         backend = MemoryBackend([Rate(1, 1)], clock=FakeClock(), rand=lambda: 0.0)
         assert (await backend.reserve("http://a")).delay == 0.0
         assert (await backend.reserve("http://b")).delay == 0.0
-        assert (await backend.reserve("http://a")).delay == pytest.approx(1 + MARGIN)
+        # 1 per second, and a window of 1 s a little longer than that.
+        assert (await backend.reserve("http://a")).delay == pytest.approx(1 + WINDOW_MARGIN)
         await backend.pause("http://a", 4)
         assert (await backend.reserve("http://a")).delay == 4
-        assert (await backend.reserve("http://b")).delay == pytest.approx(1 + MARGIN)
+        assert (await backend.reserve("http://b")).delay == pytest.approx(1 + WINDOW_MARGIN)
 
     asyncio.run(scenario())
 
@@ -143,18 +144,18 @@ def test_confirm_keeps_actual_sends_apart_when_one_went_late() -> None:
     b = TokenBucket([Rate(10, 1)], margin=0.0, spacing=0.01, clock=clock, rand=lambda: 0.0)
     first, second = b.reserve(), b.reserve()
     clock.now += 0.03  # the first request woke 30 ms late
-    assert b.confirm(first.epoch) == Confirmation(0.0, clock.now)
+    assert b.confirm(first) == Confirmation(0.0, clock.now)
     clock.now += second.delay - 0.03  # the second wakes on time
-    assert b.confirm(second.epoch).wait == pytest.approx(0.031)  # 101 ms after the first
+    assert b.confirm(second).wait == pytest.approx(0.031)  # 101 ms after the first
     clock.now += 0.031
-    assert b.confirm(second.epoch).wait == 0.0
+    assert b.confirm(second).wait == 0.0
 
 
 def test_a_pause_voids_the_slots_booked_before_it() -> None:
     b = bucket([Rate(10, 1)])
     slot = b.reserve()
     b.pause(1.0)
-    assert b.confirm(slot.epoch).wait is None
+    assert b.confirm(slot).wait is None
 
 
 def test_an_announced_quota_applies_with_the_configured_rates() -> None:
@@ -214,3 +215,14 @@ def test_429s_from_before_a_pause_are_not_news() -> None:
     b.pause(10)
     assert not b.limited(sent_at=early)
     assert b.scale == pytest.approx(0.85)
+
+
+def test_windows_count_a_send_when_it_went_not_when_it_was_booked() -> None:
+    clock = FakeClock()
+    b = bucket([Rate(10, 1), Rate(2, 10)], clock=clock)
+    first = b.reserve()
+    clock.now += 0.5  # it went half a second late
+    b.confirm(first)
+    b.reserve()
+    # The third send must wait 10 s after the first one actually went.
+    assert b.reserve().delay == pytest.approx(10.0)
