@@ -167,13 +167,14 @@ class TokenBucket:
         """The windows count a send when it went, which may be later than booked."""
         sends = self._sends
         for i in range(len(sends) - 1, -1, -1):
+            if sends[i] < booked:
+                return
             if sends[i] == booked:
                 sends[i] = sent
-                while i + 1 < len(sends) and sends[i] > sends[i + 1]:
-                    sends[i], sends[i + 1] = sends[i + 1], sends[i]
-                    i += 1
-                return
-            if sends[i] < booked:
+                j = i
+                while j + 1 < len(sends) and sends[j] > sends[j + 1]:
+                    sends[j], sends[j + 1] = sends[j + 1], sends[j]
+                    j += 1
                 return
 
     def _void_bookings(self, now: float) -> None:
