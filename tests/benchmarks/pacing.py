@@ -1,0 +1,259 @@
+"""Pacing benchmark: each client against each server case, judged from the server's record.
+
+    python -m tests.benchmarks.pacing [--clients ingest,scrapy-alone,aiolimiter,semaphore]
+        [--cases fixed,sliding,...] [--ids 300] [--out docs/benchmarks/pacing.md]
+
+Runs go one after another, each against a fresh mock API process, each client in its own
+process (see tests/benchmarks/clients.py), and prints a Markdown table that it also writes
+to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import scrapy
+
+from ingest.mockapi import parse_limits
+from tests.benchmarks.clients import (
+    AIOLIMITER_CONCURRENCY,
+    NAMES,
+    REPO_ROOT,
+    SEMAPHORE_TRIES,
+    TENACITY_ATTEMPTS,
+    Result,
+    launch,
+    run,
+)
+from tests.support.mockapi import MockAPI, span, statuses
+
+NOMINAL = "100/10"
+
+
+@dataclass(frozen=True)
+class Case:
+    """The rate every client is told, and the mock API's flags (the server's real limits)."""
+
+    configured: str
+    server: tuple[str, ...]
+    about: str
+
+    def ideal(self, n: int) -> float:
+        """The span of `n` requests evenly spaced at the slowest of the server's limits."""
+        limits = parse_limits(self.server[self.server.index("--limit") + 1])
+        return max((n - 1) * limit.period / limit.count for limit in limits)
+
+
+def nominal(*flags: str) -> tuple[str, ...]:
+    return ("--limit", NOMINAL, *flags)
+
+
+CASES = {
+    "fixed": Case(NOMINAL, nominal("--algorithm", "fixed"), "fixed windows aligned on the epoch"),
+    "sliding": Case(
+        NOMINAL, nominal("--algorithm", "sliding"), "sliding log, rejected requests count"
+    ),
+    "token": Case(NOMINAL, nominal("--algorithm", "token", "--burst", "1"), "token bucket"),
+    "token-burst2": Case(
+        NOMINAL, nominal("--algorithm", "token", "--burst", "2"), "token bucket, burst 2"
+    ),
+    "limit-20pct-lower": Case(
+        "120/10",
+        ("--limit", NOMINAL, "--algorithm", "sliding"),
+        "configured 120/10, server 100/10, sliding",
+    ),
+    "hidden-quota": Case(
+        NOMINAL,
+        ("--limit", f"{NOMINAL},150/30", "--algorithm", "fixed"),
+        "configured 100/10, server also 150/30 (fixed)",
+    ),
+    "errors-5pct": Case(
+        NOMINAL,
+        nominal("--algorithm", "fixed", "--error-rate", "0.05", "--error-statuses", "503"),
+        "fixed, 5% of allowed requests answered 503",
+    ),
+}
+COLUMNS = (
+    "case",
+    "client",
+    "outcome",
+    "span s",
+    "span/ideal",
+    "429s",
+    "503s",
+    "requests",
+    "ids lost",
+    "done (client)",
+    "wall s",
+    "CPU s",
+    "peak RSS MB",
+)
+
+
+def timeout_for(ideal: float) -> float:
+    """A run twice as long as the ideal has failed; killing it there keeps the matrix short."""
+    return 2 * ideal + 60
+
+
+def measure(case: Case, name: str, client: str, n: int) -> list[str]:
+    """One run of `client` against a fresh mock API for `case`: a table row."""
+    ids = f"1-{n}"
+    ideal = case.ideal(n)
+    with tempfile.TemporaryDirectory(prefix="pacing-") as workdir, MockAPI(*case.server) as api:
+        started = launch(client, api.url_template, ids, case.configured, Path(workdir))
+        result = run(started, timeout_for(ideal))
+        record = api.requests()
+        if result.returncode and not result.timed_out:
+            tail = started.log.read_text(errors="replace")[-2000:]
+            print(f"{client} on {name} exited {result.returncode}:\n{tail}", file=sys.stderr)
+    answered = {e["id"] for e in record if e["status"] in (200, 404)}
+    seen = statuses(record)
+    took = span(record)
+    return [
+        name,
+        client,
+        outcome(result),
+        f"{took:.1f}",
+        f"{took / ideal:.3f}",
+        str(seen[429]),
+        str(seen[503]),
+        str(len(record)),
+        str(n - len(answered)),
+        "—" if result.done is None else str(len(result.done)),
+        f"{result.wall:.1f}",
+        f"{result.cpu:.2f}",
+        f"{result.peak_rss_mb:.0f}",
+    ]
+
+
+def outcome(result: Result) -> str:
+    if result.timed_out:
+        return "timeout"
+    return "ok" if result.returncode == 0 else f"exit {result.returncode}"
+
+
+def markdown(rows: list[list[str]]) -> str:
+    widths = [max(len(row[i]) for row in [list(COLUMNS), *rows]) for i in range(len(COLUMNS))]
+    left = {"case", "client", "outcome"}
+
+    def line(cells: list[str] | tuple[str, ...]) -> str:
+        padded = [
+            c.ljust(w) if h in left else c.rjust(w)
+            for c, w, h in zip(cells, widths, COLUMNS, strict=True)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = [
+        "-" * w if h in left else "-" * (w - 1) + ":" for w, h in zip(widths, COLUMNS, strict=True)
+    ]
+    return "\n".join([line(COLUMNS), "| " + " | ".join(rule) + " |", *map(line, rows)])
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def report(table: str, *, command: str, n: int, cases: list[str], took: float, load: float) -> str:
+    ideal = CASES["fixed"].ideal(n)
+    lines = [
+        "# Pacing benchmark",
+        "",
+        f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; whole matrix: {took / 60:.1f} min.",
+        f"- Machine: {os.cpu_count()} CPUs ({cpu_model()}), load average {load:.2f} at start; "
+        f"Python {platform.python_version()}, Scrapy {scrapy.__version__}.",
+        f"- Command: `{command}`",
+        f"- Scale: {n} ids per run (`1-{n}`) at a nominal {NOMINAL}: {ideal:.1f} s ideal; "
+        "a run still going after 2 x ideal + 60 s is killed (outcome `timeout`).",
+        "- One run per cell, nothing averaged: a cell that a few milliseconds decide (a 429 "
+        "from a token bucket with burst 1) can differ from one run to the next.",
+        "",
+        "Each row is one client fetching the same ids, given the same configured rate, from a "
+        "fresh mock API process (`python -m ingest.mockapi`). Every figure except the outcome "
+        "and the last four columns comes from the server's record of the requests it received.",
+        "",
+        "- **span**: first request to last, as the server saw them.",
+        "- **ideal** = (n - 1) x period / count for the server's real limit; with several "
+        "limits, the largest of these, i.e. the span of n requests evenly spaced at the "
+        "slowest limit. A token bucket with burst b allows (n - b) x period / count; fixed and "
+        "sliding windows let a client send a whole window's count at once, so a bursty client "
+        "can finish below 1.0 without a 429.",
+        "- **429s**, **503s**, **requests**: responses and requests the server recorded.",
+        "- **ids lost**: ids the server never answered 200 or 404.",
+        "- **done (client)**: ids the client itself reports done (ingest: `stored` and "
+        "`not_found` rows in its SQLite database); — when it was killed or failed.",
+        "- **wall**: the client process from start to exit, start-up included. **CPU**: user + "
+        "system seconds of the client process (from `wait4`). **peak RSS**: its VmHWM, sampled "
+        "every 50 ms (`ru_maxrss` would not do: at exec, Linux folds the launching process's "
+        "own peak into it).",
+        "",
+        "Cases:",
+        "",
+    ]
+    lines += [
+        f"- `{name}`: {CASES[name].about} (`{' '.join(CASES[name].server)}`)" for name in cases
+    ]
+    lines += [
+        "",
+        "Clients (tests/benchmarks/clients.py): `ingest` is `scrapy crawl api` from the repo "
+        "root; `scrapy-alone` is plain Scrapy with DOWNLOAD_DELAY = period/limit, no jitter, "
+        "one request at a time and its default RetryMiddleware; `aiolimiter` is aiohttp + "
+        "`AsyncLimiter(count, period)` + tenacity (exponential backoff, at least Retry-After, "
+        f"{TENACITY_ATTEMPTS} attempts), {AIOLIMITER_CONCURRENCY} at a time; `semaphore` is "
+        "`Semaphore(count)` over all ids, a sleep of one period after every `count` requests "
+        f"and after a 429 ({SEMAPHORE_TRIES} tries; other errors are not retried).",
+        "",
+        table,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def split(value: str, known: tuple[str, ...]) -> list[str]:
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [v for v in names if v not in known]
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose from {', '.join(known)}, got {value!r}")
+    return names
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--clients", type=lambda v: split(v, NAMES), default=list(NAMES))
+    add("--cases", type=lambda v: split(v, tuple(CASES)), default=list(CASES))
+    add("--ids", type=int, default=300, help="ids per run (default: 300)")
+    add("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks" / "pacing.md")
+    args = parser.parse_args()
+    if args.ids < 2:
+        parser.error(f"--ids must be at least 2, got {args.ids}")
+    command = shlex.join(["python", "-m", "tests.benchmarks.pacing", *sys.argv[1:]])
+    load, started = os.getloadavg()[0], time.monotonic()
+    rows = []
+    for name in args.cases:
+        for client in args.clients:
+            rows.append(measure(CASES[name], name, client, args.ids))
+            print(" | ".join(rows[-1]), flush=True)
+    table = markdown(rows)
+    took = time.monotonic() - started
+    print(table)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        report(table, command=command, n=args.ids, cases=args.cases, took=took, load=load)
+    )
+    print(f"written to {args.out} ({took / 60:.1f} min)")
+
+
+if __name__ == "__main__":
+    main()
