@@ -14,6 +14,7 @@ import argparse
 import os
 import platform
 import shlex
+import subprocess
 import sys
 import tempfile
 import time
@@ -158,6 +159,20 @@ def markdown(rows: list[list[str]]) -> str:
     return "\n".join([line(COLUMNS), "| " + " | ".join(rule) + " |", *map(line, rows)])
 
 
+def code_version() -> str:
+    """The commit whose ingest/ is measured, and whether the working tree differs from it."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", *args], cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
+        return done.stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = git("status", "--porcelain", "--", "ingest")
+    return f"`{commit}`" + (" with uncommitted changes under ingest/" if dirty else "")
+
+
 def cpu_model() -> str:
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
@@ -165,7 +180,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def report(table: str, *, command: str, n: int, cases: list[str], took: float, load: float) -> str:
+def report(
+    table: str, *, command: str, n: int, cases: list[str], took: float, load: float, code: str
+) -> str:
     ideal = CASES["fixed"].ideal(n)
     lines = [
         "# Pacing benchmark",
@@ -173,7 +190,7 @@ def report(table: str, *, command: str, n: int, cases: list[str], took: float, l
         f"- Date: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC; whole matrix: {took / 60:.1f} min.",
         f"- Machine: {os.cpu_count()} CPUs ({cpu_model()}), load average {load:.2f} at start; "
         f"Python {platform.python_version()}, Scrapy {scrapy.__version__}.",
-        f"- Command: `{command}`",
+        f"- Command: `{command}`; code: {code}.",
         f"- Scale: {n} ids per run (`1-{n}`) at a nominal {NOMINAL}: {ideal:.1f} s ideal; "
         "a run still going after 2 x ideal + 60 s is killed (outcome `timeout`).",
         "- One run per cell, nothing averaged: a cell that a few milliseconds decide (a 429 "
@@ -239,7 +256,7 @@ def main() -> None:
     if args.ids < 2:
         parser.error(f"--ids must be at least 2, got {args.ids}")
     command = shlex.join(["python", "-m", "tests.benchmarks.pacing", *sys.argv[1:]])
-    load, started = os.getloadavg()[0], time.monotonic()
+    load, started, code = os.getloadavg()[0], time.monotonic(), code_version()
     rows = []
     for name in args.cases:
         for client in args.clients:
@@ -247,10 +264,14 @@ def main() -> None:
             print(" | ".join(rows[-1]), flush=True)
     table = markdown(rows)
     took = time.monotonic() - started
+    if (now := code_version()) != code:
+        code = f"{code} at the start, {now} at the end"
     print(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        report(table, command=command, n=args.ids, cases=args.cases, took=took, load=load)
+        report(
+            table, command=command, n=args.ids, cases=args.cases, took=took, load=load, code=code
+        )
     )
     print(f"written to {args.out} ({took / 60:.1f} min)")
 
