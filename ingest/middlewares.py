@@ -112,22 +112,33 @@ class RateLimitMiddleware:
             raise NotConfigured("RATELIMIT_ENABLED is off")
         rates = parse_rates(s.get("RATELIMIT_RATE"))
         burst = parse_positive_int("RATELIMIT_BURST", s.get("RATELIMIT_BURST"))
-        kind = s.get("RATELIMIT_BACKEND")
-        if kind != "memory":
-            raise NotConfigured(f"RATELIMIT_BACKEND {kind!r} is not available")
+        backend: Backend
+        if s.get("RATELIMIT_BACKEND") == "redis":
+            from ingest.redisbucket import RedisBackend  # Redis only when asked for
+
+            backend = RedisBackend.from_url(s.get("REDIS_URL"), rates, burst=burst)
+        else:
+            backend = MemoryBackend(rates, burst=burst)
         assert crawler.stats is not None
         crawler.signals.connect(freeze_heap, signal=signals.spider_opened)
         middleware = cls(
             crawler,
-            MemoryBackend(rates, burst=burst),
+            backend,
             max_pause=parse_seconds("RATELIMIT_MAX_PAUSE", s.get("RATELIMIT_MAX_PAUSE")),
             max_retries=s.getint("RATELIMIT_RETRY_TIMES"),
             stats=crawler.stats,
             waiter=Waiter(lambda: crawl_is_stopping(crawler)),
         )
         crawler.stats.set_value("ratelimit/current_rate", round(60 * rates[0].per_second, 3))
-        logger.info("Rate limit %s, burst %d", ",".join(map(str, rates)), burst)
+        logger.info(
+            "Rate limit %s, burst %d, kept in %s",
+            ",".join(map(str, rates)), burst, s.get("RATELIMIT_BACKEND"),
+        )  # fmt: skip
+        crawler.signals.connect(middleware.close, signal=signals.spider_closed)
         return middleware
+
+    async def close(self) -> None:
+        await self.backend.close()
 
     # -------------------------------------------------------------- sending
 

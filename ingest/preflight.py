@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+import redis
+
 from ingest.config import (
     ConfigError,
     check_api_url,
@@ -14,7 +16,7 @@ from ingest.config import (
     parse_rates,
     parse_seconds,
 )
-from ingest.storage import StorageError, open_store
+from ingest.storage import StorageError, mask_url, open_store
 
 if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
@@ -34,6 +36,29 @@ def check_settings(settings: BaseSettings) -> None:
             raise ConfigError(f"RATELIMIT_BACKEND must be memory or redis, got {backend!r}")
     load_schema(settings.get("ITEM_SCHEMA"))
     check_database(settings.get("DATABASE_URL"))
+    distributed = parse_flag("DISTRIBUTED", settings.get("DISTRIBUTED"))
+    if distributed or settings.get("RATELIMIT_BACKEND") == "redis":
+        check_redis(
+            settings.get("REDIS_URL"), "DISTRIBUTED" if distributed else "RATELIMIT_BACKEND=redis"
+        )
+
+
+def check_redis(url: Any, needed_by: str) -> None:
+    """Redis answers at REDIS_URL, so that workers fail now rather than mid-crawl."""
+    if not url:
+        raise ConfigError(
+            f"{needed_by} needs REDIS_URL (e.g. redis://127.0.0.1:6379/0), got {url!r}"
+        )
+    try:
+        client = redis.Redis.from_url(str(url), socket_connect_timeout=5, socket_timeout=5)
+    except ValueError as exc:
+        raise ConfigError(f"REDIS_URL is not a Redis URL: {mask_url(str(url))!r} ({exc})") from exc
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise ConfigError(f"cannot connect to REDIS_URL {mask_url(str(url))}: {exc}") from exc
+    finally:
+        client.close()
 
 
 def check_database(url: Any) -> None:

@@ -36,8 +36,11 @@ DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///ingest.db")
 STORAGE_BATCH_SIZE = 1000  # most rows written in one transaction
 
 # ---------------------------------------------------------------- several workers
+# Workers share, through Redis, scrapy-redis's queue and duplicate filter (keyed by
+# the job), the rate limiter's bucket, and the work of finishing the job.
 DISTRIBUTED = False
 REDIS_URL = os.environ.get("REDIS_URL") or None  # [env REDIS_URL]
+ADDONS = {"ingest.distributed.DistributedAddon": 0}
 
 # ---------------------------------------------------------------- retries
 # Scrapy's RetryMiddleware retries at once; ours waits, with exponential backoff

@@ -17,6 +17,7 @@ from scrapy.http import JsonRequest, TextResponse
 from scrapy.utils.response import response_status_message
 
 from ingest.config import IdSource, check_api_url, id_source, parse_flag
+from ingest.distributed import Coordinator, job_id, seed_shared, settle
 from ingest.items import FAILED, NOT_FOUND, STORED, Outcome
 from ingest.ledger import Ledger
 
@@ -74,7 +75,9 @@ class ApiSpider(Spider):
         self.run = uuid.uuid4().hex[:12]
         self.started_at = self.clock()
         self._passes = 0
-        self._pass: asyncio.Task[int] | None = None
+        self._pass: asyncio.Future[int] | None = None
+        self.coordinator: Coordinator | None = None
+        self.job = ""
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -82,7 +85,30 @@ class ApiSpider(Spider):
         spider.url_template = check_api_url(crawler.settings.get("API_URL"))
         spider.database_url = crawler.settings.get("DATABASE_URL")
         crawler.signals.connect(spider.idle, signal=signals.spider_idle)
+        if crawler.settings.getbool("DISTRIBUTED"):
+            spider.job = job_id(spider.url_template, spider.ids, spider.database_url)
+            spider.coordinator = Coordinator.from_url(
+                crawler.settings.get("REDIS_URL"), spider.job, spider.run
+            )
+            crawler.signals.connect(spider.opened, signal=signals.spider_opened)
+            crawler.signals.connect(spider.closed_, signal=signals.spider_closed)
+            crawler.signals.connect(spider.busy, signal=signals.request_reached_downloader)
         return spider
+
+    def opened(self) -> None:
+        assert self.coordinator is not None
+        logger.info("Worker %s of job %s", self.run, self.job)
+        self.coordinator.start()
+
+    async def closed_(self) -> None:
+        assert self.coordinator is not None
+        await self.coordinator.leave()
+
+    def busy(self) -> None:
+        """Working again: tell the others at once, or one of them could take this
+        worker's requests in flight for lost ones."""
+        if self.coordinator is not None and self.coordinator.idle:
+            self._beat = asyncio.ensure_future(self.coordinator.set_idle(False))
 
     @property
     def refresh_since(self) -> float:
@@ -102,25 +128,41 @@ class ApiSpider(Spider):
             return fetched_at < self.refresh_since
         return state == FAILED
 
-    async def start(self) -> AsyncIterator[Any]:
+    async def todo(
+        self, ids: Iterable[str], *, lost_only: bool = False
+    ) -> AsyncIterator[tuple[str, str | None]]:
+        """(id, state) for the ids that need a request, looked up in the database a
+        chunk at a time. ``lost_only``: just the ids with no outcome at all (and, with
+        refresh, those not refreshed yet): failed ids of this run are left alone."""
         ledger = Ledger.from_url(self.database_url)
         await ledger.open()
-        stats = self.crawler.stats
         try:
-            for chunk in chunks(self.ids, CHUNK):
+            for chunk in chunks(ids, CHUNK):
                 states = await ledger.states(chunk)
                 for id_ in chunk:
                     state, fetched_at = states.get(id_, (None, 0.0))
-                    if not self.needs_fetch(state, fetched_at):
-                        stats.inc_value("ids/skipped")
-                        continue
-                    await self._backlog_room()
-                    stats.inc_value("ids/scheduled")
-                    # Ids with no row yet go through the duplicate filter: with
-                    # JOBDIR, those already queued by an earlier run are not queued twice.
-                    yield self.request_for(id_, dont_filter=state is not None)
+                    if lost_only:
+                        wanted = state is None or (self.refresh and fetched_at < self.refresh_since)
+                    else:
+                        wanted = self.needs_fetch(state, fetched_at)
+                    if wanted:
+                        yield id_, state
+                    elif not lost_only:
+                        self.crawler.stats.inc_value("ids/skipped")
         finally:
             await ledger.close()
+
+    async def start(self) -> AsyncIterator[Any]:
+        if self.coordinator is not None:
+            async for request in seed_shared(self, self.coordinator):
+                yield request
+            return
+        async for id_, state in self.todo(self.ids):
+            await self._backlog_room()
+            self.crawler.stats.inc_value("ids/scheduled")
+            # Ids with no row yet go through the duplicate filter: with JOBDIR,
+            # those already queued by an earlier run are not queued twice.
+            yield self.request_for(id_, dont_filter=state is not None)
 
     async def _backlog_room(self) -> None:
         """Yield ids only as the downloader takes them: the queue stays short, and
@@ -131,7 +173,8 @@ class ApiSpider(Spider):
 
     def idle(self) -> None:
         """When the queue runs dry, look for ids of the set that still have no
-        outcome (lost with a forced stop, or to a failed write) and fetch them.
+        outcome (lost with a forced stop, a dead worker, or a failed write) and
+        fetch them.
 
         This is what makes a rerun complete whatever stopped the last one: the
         database, not the queue, is the record of what is done.
@@ -141,28 +184,26 @@ class ApiSpider(Spider):
         if self._pass is not None:
             scheduled = self._pass.result()
             self._pass = None
-            if not scheduled:
+            if self.coordinator is not None and self.coordinator.finished:
                 return
-        if self._passes >= MAX_PASSES:
-            return
-        self._passes += 1
-        self._pass = asyncio.ensure_future(self._reconcile())
+            if self.coordinator is None and not scheduled:
+                return
+        if self.coordinator is None:
+            if self._passes >= MAX_PASSES:
+                return
+            self._passes += 1
+            self._pass = asyncio.ensure_future(self.reconcile())
+        else:
+            self._pass = asyncio.ensure_future(settle(self, self.coordinator))
         raise DontCloseSpider
 
-    async def _reconcile(self) -> int:
-        ledger = Ledger.from_url(self.database_url)
-        await ledger.open()
+    async def reconcile(self) -> int:
+        """Queue again every id of the set that has no outcome; returns how many."""
+        assert self.crawler.engine is not None
         scheduled = 0
-        try:
-            for chunk in chunks(self.ids, CHUNK):
-                states = await ledger.states(chunk)
-                for id_ in chunk:
-                    state, fetched_at = states.get(id_, (None, 0.0))
-                    if state is None or (self.refresh and fetched_at < self.refresh_since):
-                        scheduled += 1
-                        self.crawler.engine.crawl(self.request_for(id_, dont_filter=True))
-        finally:
-            await ledger.close()
+        async for id_, _ in self.todo(self.ids, lost_only=True):
+            scheduled += 1
+            self.crawler.engine.crawl(self.request_for(id_, dont_filter=True))
         if scheduled:
             self.crawler.stats.inc_value("ids/recovered", scheduled)
             logger.info("Fetching %d ids that have no outcome yet", scheduled)
