@@ -3,5 +3,6 @@
 pytest_plugins = [
     "tests.support.mockapi",
     "tests.support.postgres",
+    "tests.support.redis",
     "tests.support.scrapyd",
 ]
