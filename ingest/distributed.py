@@ -96,6 +96,7 @@ class DistributedAddon:
         project = SETTINGS_PRIORITIES["project"]
         for name, value in {
             "SCHEDULER": "ingest.distributed.JobScheduler",
+            "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
             "SCHEDULER_PERSIST": True,
             "RATELIMIT_BACKEND": "redis",
         }.items():

@@ -1,0 +1,98 @@
+"""Several workers through Redis: one rate limit, ids queued once, nothing lost when one dies."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+from tests.support.crawl import (
+    REPO_ROOT,
+    crawl,
+    crawl_command,
+    duplicate_rows,
+    environment,
+    terminal_states,
+)
+from tests.support.mockapi import MockAPI, span, statuses
+
+N = 300
+RATE = "100/10"  # the server's too: a sliding window that counts rejected requests
+
+
+def workers(api: MockAPI, db: str, redis_url: str, count: int) -> list[subprocess.Popen[str]]:
+    command = crawl_command(
+        api.url_template, db, "-a", f"ids=1-{N}",
+        RATELIMIT_RATE=RATE, DISTRIBUTED=1, REDIS_URL=redis_url, PROGRESS_INTERVAL=0,
+    )  # fmt: skip
+    return [
+        subprocess.Popen(
+            command,
+            cwd=REPO_ROOT,
+            env=environment(),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+
+
+def finish(processes: list[subprocess.Popen[str]], timeout: float = 180) -> list[str]:
+    logs = []
+    try:
+        for process in processes:
+            _, stderr = process.communicate(timeout=timeout)
+            logs.append(stderr)
+    finally:
+        for process in processes:
+            process.kill()
+    return logs
+
+
+def test_three_workers_share_one_limit(mockapi, postgres_url: str, redis_url: str) -> None:
+    api = mockapi("--limit", RATE, "--algorithm", "sliding")
+    logs = finish(workers(api, postgres_url, redis_url, 3))
+    for process_log in logs:
+        assert "Spider closed (finished)" in process_log, process_log[-3000:]
+    record = api.requests()
+    assert statuses(record) == {200: N}
+    ideal = (N - 1) * 10 / 100
+    assert span(record) <= 1.03 * ideal
+    states = terminal_states(postgres_url)
+    assert len(states) == N and set(states.values()) == {"stored"}
+    assert duplicate_rows(postgres_url) == 0
+    twice = [id_ for id_, count in Counter(e["id"] for e in record).items() if count > 1]
+    assert len(twice) <= 3
+    # Every worker did a share of the work.
+    assert all("'storage/stored'" in process_log for process_log in logs)
+
+
+def test_a_dead_worker_loses_nothing(mockapi, postgres_url: str, redis_url: str) -> None:
+    api = mockapi("--limit", RATE, "--algorithm", "sliding")
+    processes = workers(api, postgres_url, redis_url, 3)
+    deadline = time.monotonic() + 60
+    while len(api.requests()) < N // 3 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    processes[0].kill()
+    logs = finish(processes[1:])
+    for process_log in logs:
+        assert "Spider closed (finished)" in process_log, process_log[-3000:]
+    states = terminal_states(postgres_url)
+    assert len(states) == N and set(states.values()) == {"stored"}
+    assert duplicate_rows(postgres_url) == 0
+    assert statuses(api.requests())[429] == 0
+
+
+def test_unreachable_redis_is_one_clear_line(mockapi, tmp_path: Path) -> None:
+    api = mockapi("--limit", "none")
+    done = crawl(
+        api.url_template, f"sqlite:///{tmp_path}/x.db", "-a", "ids=1-5",
+        DISTRIBUTED=1, REDIS_URL="redis://:hunter2@127.0.0.1:9/0",
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "REDIS_URL redis://:***@127.0.0.1:9/0" in line
+    assert "hunter2" not in done.stderr
+    assert api.requests() == []
