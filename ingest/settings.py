@@ -60,6 +60,12 @@ CONCURRENT_REQUESTS_PER_DOMAIN = 16  # = CONCURRENT_REQUESTS: the bucket, not th
 DOWNLOAD_DELAY = 0
 DOWNLOAD_DELAY_JITTER = 0
 DOWNLOAD_TIMEOUT = 30
+# One item per response: Scrapy starts CONCURRENT_ITEMS tasks per response to
+# process its items, 100 by default, so this saves 99 tasks per request.
+CONCURRENT_ITEMS = 1
+# Scrapy would parse the source of the callbacks again at every response to warn
+# about generators that return a value; ours do not (and ruff would say).
+WARN_ON_GENERATOR_RETURN_VALUE = False
 # AutoThrottle stays on as latency-driven politeness: it slows the crawl when the
 # server's answers slow down, and costs nothing while latency is low.
 AUTOTHROTTLE_ENABLED = True

@@ -45,7 +45,7 @@ class Waiter:
         is_stopping: Callable[[], bool],
         *,
         step: float = 0.25,
-        spin: float = 0.0015,
+        spin: float = 0.001,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = scrapy_sleep,
     ) -> None:
