@@ -147,6 +147,10 @@ class RateLimitMiddleware:
         try:
             slot = await self.backend.reserve(key)
             while True:
+                if slot.delay > self.max_pause:
+                    # Paused by an answer another worker got, or a quota spent
+                    # for longer than anyone should wait.
+                    self._stop(key, slot.delay, "the shared bucket is paused")
                 if slot.delay > 0:
                     await self.waiter.sleep(slot.delay)
                 confirmed = await self.backend.confirm(key, slot)

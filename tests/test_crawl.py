@@ -45,14 +45,14 @@ def stat(log: str, key: str) -> float:
     ],
 )
 def test_paces_at_the_limit_without_a_429(mockapi, tmp_path: Path, server: list[str]) -> None:
-    n, rate = 300, "600/60"
+    n, rate = 200, "1200/60"
     api = mockapi("--limit", rate, "--retry-after", "seconds", *server)
     db = sqlite_url(tmp_path)
     done = crawl(api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE=rate)
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
     assert statuses(record) == {200: n}
-    ideal = (n - 1) * 60 / 600
+    ideal = (n - 1) * 60 / 1200
     assert ideal <= span(record) <= 1.02 * ideal
     states = terminal_states(db)
     assert sorted(states, key=int) == [str(i) for i in range(1, n + 1)]

@@ -74,8 +74,8 @@ def test_a_hidden_second_quota_costs_few_429s(mockapi, tmp_path: Path) -> None:
 def test_announced_quotas_are_followed_within_three_429s(
     mockapi, tmp_path: Path, headers: str, algorithm: str
 ) -> None:
-    n = 150
-    api = mockapi("--limit", "60/6", "--algorithm", algorithm, "--headers", headers)
+    n = 100
+    api = mockapi("--limit", "40/4", "--algorithm", algorithm, "--headers", headers)
     db = sqlite_url(tmp_path)
     # Configured a hundred times faster than the server allows.
     done = crawl(api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="6000/60")

@@ -23,7 +23,7 @@ from tests.support.mockapi import MockAPI, statuses
 
 N = 400
 CONCURRENT_REQUESTS = 16
-SETTINGS = {"RATELIMIT_RATE": "6000/60", "CONCURRENT_REQUESTS": CONCURRENT_REQUESTS}
+SETTINGS = {"RATELIMIT_RATE": "12000/60", "CONCURRENT_REQUESTS": CONCURRENT_REQUESTS}
 
 
 def start(api: MockAPI, db: str, jobdir: Path, **env: str) -> subprocess.Popen[str]:

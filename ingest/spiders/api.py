@@ -78,6 +78,7 @@ class ApiSpider(Spider):
         self._pass: asyncio.Future[int] | None = None
         self.coordinator: Coordinator | None = None
         self.job = ""
+        self._beat: asyncio.Future[None] | None = None
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
@@ -90,17 +91,17 @@ class ApiSpider(Spider):
             spider.coordinator = Coordinator.from_url(
                 crawler.settings.get("REDIS_URL"), spider.job, spider.run
             )
-            crawler.signals.connect(spider.opened, signal=signals.spider_opened)
-            crawler.signals.connect(spider.closed_, signal=signals.spider_closed)
+            crawler.signals.connect(spider.worker_opened, signal=signals.spider_opened)
+            crawler.signals.connect(spider.worker_closed, signal=signals.spider_closed)
             crawler.signals.connect(spider.busy, signal=signals.request_reached_downloader)
         return spider
 
-    def opened(self) -> None:
+    def worker_opened(self) -> None:
         assert self.coordinator is not None
         logger.info("Worker %s of job %s", self.run, self.job)
         self.coordinator.start()
 
-    async def closed_(self) -> None:
+    async def worker_closed(self) -> None:
         assert self.coordinator is not None
         await self.coordinator.leave()
 
