@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from itertools import islice
 from typing import TYPE_CHECKING, Any
 
@@ -183,20 +183,30 @@ class ApiSpider(Spider):
         if self._pass is not None and not self._pass.done():
             raise DontCloseSpider
         if self._pass is not None:
-            scheduled = self._pass.result()
+            self._pass.result()
             self._pass = None
-            if self.coordinator is not None and self.coordinator.finished:
-                return
-            if self.coordinator is None and not scheduled:
+            if self._finished():
                 return
         if self.coordinator is None:
-            if self._passes >= MAX_PASSES:
-                return
             self._passes += 1
-            self._pass = asyncio.ensure_future(self.reconcile())
+            self._pass = asyncio.ensure_future(self._then_close(self.reconcile()))
         else:
-            self._pass = asyncio.ensure_future(settle(self, self.coordinator))
+            self._pass = asyncio.ensure_future(self._then_close(settle(self, self.coordinator)))
         raise DontCloseSpider
+
+    def _finished(self, scheduled: int | None = None) -> bool:
+        if self.coordinator is not None:
+            return self.coordinator.finished
+        return scheduled == 0 or self._passes >= MAX_PASSES
+
+    async def _then_close(self, look: Awaitable[int]) -> int:
+        """Run a look for lost ids; when it ends the job, close at once rather than
+        at the engine's next idle check, seconds later."""
+        scheduled = await look
+        engine = self.crawler.engine
+        if self._finished(scheduled) and engine is not None and engine.spider_is_idle():
+            await engine.close_spider_async(reason="finished")
+        return scheduled
 
     async def reconcile(self) -> int:
         """Queue again every id of the set that has no outcome; returns how many."""

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 class FakeClock:
     def __init__(self, now: float = 1000.0) -> None:
-        self.now, self.slept = now, []
+        self.now = now
+        self.slept: list[float] = []
 
     def __call__(self) -> float:
         return self.now
