@@ -36,6 +36,8 @@ class PostgresServer:
     port: int
     user: str
     password: str
+    bindir: Path | None = None
+    root: Path | None = None  # the temporary directory: data/, server.log, the socket
 
     def url(self, dbname: str) -> str:
         return (
@@ -58,6 +60,35 @@ class PostgresServer:
                         sql.Identifier(dbname)
                     )
                 )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server like an operator would (`pg_ctl stop -m fast` ends every session),
+        keeping its data: `start()` brings it back on the same port."""
+        bindir, root = self._paths()
+        _run([str(bindir / "pg_ctl"), "--pgdata", str(root / "data"), "-m", mode, "stop"], root)
+
+    def start(self) -> None:
+        """Start a server stopped by `stop()` again, on the same port."""
+        bindir, root = self._paths()
+        data, log = root / "data", root / "server.log"
+        _run(
+            [str(bindir / "pg_ctl"), "--pgdata", str(data), "--log", str(log), "--wait", "start"],
+            root,
+        )
+
+    @contextlib.contextmanager
+    def stopped(self, mode: str = "fast") -> Iterator[None]:
+        """The server is down inside the block, and running again after it, whatever happens."""
+        self.stop(mode)
+        try:
+            yield
+        finally:
+            self.start()
+
+    def _paths(self) -> tuple[Path, Path]:
+        if self.bindir is None or self.root is None:
+            raise PostgresUnavailable("this server was not started by running_postgres()")
+        return self.bindir, self.root
 
 
 def find_bindir() -> Path:
@@ -185,7 +216,14 @@ def _start(bindir: Path, root: Path, data: Path, password: str, *, durable: bool
         except PostgresUnavailable as exc:
             last_error = f"{exc}\n{_server_log(root)}"
             continue
-        return PostgresServer(host="127.0.0.1", port=port, user=SUPERUSER, password=password)
+        return PostgresServer(
+            host="127.0.0.1",
+            port=port,
+            user=SUPERUSER,
+            password=password,
+            bindir=bindir,
+            root=root,
+        )
     raise PostgresUnavailable(f"PostgreSQL did not start: {last_error}")
 
 
