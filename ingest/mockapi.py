@@ -14,7 +14,7 @@ import signal
 import time
 import zlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,45 +23,16 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from ingest.mocklimits import (
+    ALGORITHMS,
+    Clock,
+    Limit,
+    RateLimiter,
+    ceil_seconds,
+    parse_limits,
+)
+
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "item.schema.json"
-ALGORITHMS = ("fixed", "sliding", "token")
-# Absorbs float noise, so that a client pacing at exactly the limit is not rejected by 1e-16 s.
-EPSILON = 1e-9
-Clock = Callable[[], float]
-
-
-def ceil_seconds(seconds: float) -> int:
-    """Whole seconds, rounded up, ignoring float noise."""
-    return max(0, math.ceil(seconds - EPSILON))
-
-
-@dataclass(frozen=True)
-class Limit:
-    """At most `count` requests per `period` seconds."""
-
-    count: int
-    period: float
-
-    @property
-    def rate(self) -> float:
-        return self.count / self.period
-
-
-def parse_limits(value: str) -> list[Limit]:
-    """`100/60,5000/3600` → limits; `none` → no limit."""
-    if value.strip().lower() == "none":
-        return []
-    limits = []
-    for part in value.split(","):
-        count, _, period = part.strip().partition("/")
-        try:
-            limit = Limit(int(count), float(period))
-        except ValueError:
-            limit = Limit(0, 0)
-        if limit.count < 1 or not 0 < limit.period < math.inf:
-            raise ValueError(f"a limit must look like 100/60 or none, got {part.strip()!r}")
-        limits.append(limit)
-    return limits
 
 
 class IdSet:
@@ -84,157 +55,6 @@ class IdSet:
             return True
         number = int(item_id) if item_id.isascii() and item_id.isdecimal() else -1
         return any(low <= number <= high for low, high in self.ranges)
-
-
-class Window:
-    """One limit's bookkeeping; every method takes the current time explicitly."""
-
-    def __init__(self, limit: Limit) -> None:
-        self.limit = limit
-
-    def wait(self, now: float) -> float:
-        """Seconds until a request would be allowed (0: now)."""
-        return 0.0 if self.remaining(now) > 0 else self.reset_in(now)
-
-    def record(self, now: float, allowed: bool) -> None:
-        raise NotImplementedError
-
-    def remaining(self, now: float) -> int:
-        raise NotImplementedError
-
-    def reset_in(self, now: float) -> float:
-        """Seconds until more capacity frees up (0: none is used)."""
-        raise NotImplementedError
-
-
-class FixedWindow(Window):
-    """`count` per window aligned on epoch multiples of `period`; rejections are free."""
-
-    def __init__(self, limit: Limit) -> None:
-        super().__init__(limit)
-        self.window, self.used = -math.inf, 0
-
-    def _roll(self, now: float) -> None:
-        window = math.floor(now / self.limit.period)
-        if window != self.window:
-            self.window, self.used = window, 0
-
-    def record(self, now: float, allowed: bool) -> None:
-        self._roll(now)
-        self.used += allowed
-
-    def remaining(self, now: float) -> int:
-        self._roll(now)
-        return max(0, self.limit.count - self.used)
-
-    def reset_in(self, now: float) -> float:
-        return (math.floor(now / self.limit.period) + 1) * self.limit.period - now
-
-
-class SlidingLog(Window):
-    """At most `count` arrivals in the last `period` seconds, rejected arrivals included."""
-
-    def __init__(self, limit: Limit) -> None:
-        super().__init__(limit)
-        self.log = deque[float]()
-
-    def _prune(self, now: float) -> None:
-        while self.log and self.log[0] <= now - self.limit.period + EPSILON:
-            self.log.popleft()
-
-    def record(self, now: float, allowed: bool) -> None:
-        self._prune(now)
-        self.log.append(now)
-
-    def remaining(self, now: float) -> int:
-        self._prune(now)
-        return max(0, self.limit.count - len(self.log))
-
-    def reset_in(self, now: float) -> float:
-        self._prune(now)
-        if not self.log:
-            return 0.0
-        # The arrival whose expiry brings the count back under the cap, or one lower.
-        return self.log[max(0, len(self.log) - self.limit.count)] + self.limit.period - now
-
-
-class TokenBucket(Window):
-    """Holds up to `burst` tokens, refilled at count/period per second, starting full."""
-
-    def __init__(self, limit: Limit, burst: int = 1) -> None:
-        super().__init__(limit)
-        self.burst, self.tokens, self.last = burst, float(burst), -math.inf
-
-    def _refill(self, now: float) -> None:
-        elapsed = max(0.0, now - self.last)
-        self.tokens = min(float(self.burst), self.tokens + elapsed * self.limit.rate)
-        self.last = max(self.last, now)
-
-    def record(self, now: float, allowed: bool) -> None:
-        self._refill(now)
-        if allowed:
-            self.tokens = max(0.0, self.tokens - 1)
-
-    def remaining(self, now: float) -> int:
-        self._refill(now)
-        return math.floor(self.tokens + EPSILON)
-
-    def reset_in(self, now: float) -> float:
-        """Seconds until the next whole token."""
-        remaining = self.remaining(now)
-        return 0.0 if remaining >= self.burst else (remaining + 1 - self.tokens) / self.limit.rate
-
-
-@dataclass(frozen=True)
-class Quota:
-    limit: Limit
-    remaining: int
-    reset_in: float
-
-
-class RateLimiter:
-    """Several limits at once: a request passes only if all allow it, and then uses all."""
-
-    def __init__(
-        self,
-        limits: Iterable[Limit],
-        algorithm: str = "fixed",
-        burst: int = 1,
-        clock: Clock = time.time,
-    ) -> None:
-        if algorithm not in ALGORITHMS:
-            raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-        self.limits, self.algorithm, self.burst, self.clock = list(limits), algorithm, burst, clock
-        self.reset()
-
-    def reset(self) -> None:
-        kinds = {"fixed": FixedWindow, "sliding": SlidingLog}
-        make = kinds.get(self.algorithm, lambda limit: TokenBucket(limit, self.burst))
-        self.windows: list[Window] = [make(limit) for limit in self.limits]
-
-    def wait(self, now: float | None = None) -> float:
-        now = self.clock() if now is None else now
-        return max((window.wait(now) for window in self.windows), default=0.0)
-
-    def hit(self, now: float | None = None) -> float:
-        """Count one arrival: 0.0 if allowed, else the seconds until one would be."""
-        now = self.clock() if now is None else now
-        allowed = self.wait(now) <= 0
-        for window in self.windows:
-            window.record(now, allowed)
-        return 0.0 if allowed else self.wait(now)
-
-    def reject(self, now: float | None = None) -> None:
-        """Count an arrival refused for another reason (only a sliding log remembers it)."""
-        now = self.clock() if now is None else now
-        for window in self.windows:
-            window.record(now, False)
-
-    def quota(self, now: float | None = None) -> Quota | None:
-        """The most restrictive limit: least remaining, then lowest rate."""
-        now = self.clock() if now is None else now
-        quotas = [Quota(w.limit, w.remaining(now), w.reset_in(now)) for w in self.windows]
-        return min(quotas, key=lambda q: (q.remaining, q.limit.rate), default=None)
 
 
 @dataclass

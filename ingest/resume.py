@@ -53,7 +53,8 @@ class SkipDoneMiddleware:
         if self.ledger is None:
             self.ledger = Ledger.from_url(spider.database_url)
             await self.ledger.open()
-        state, fetched_at = (await self.ledger.states([id_])).get(id_, (None, 0.0))
+        # Through an outage, the spider's lookup waits for the database to be back.
+        state, fetched_at = (await spider.states_of(self.ledger, [id_])).get(id_, (None, 0.0))
         if not spider.needs_fetch(state, fetched_at):
             assert self.crawler.stats is not None
             self.crawler.stats.inc_value("ids/skipped_queued")

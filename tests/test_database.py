@@ -23,16 +23,10 @@ from scrapy.utils.test import get_crawler
 
 from ingest import settings
 from ingest.config import load_schema
+from ingest.groupcommit import GroupCommit, Unwritten, is_outage, outage_backoff
 from ingest.items import FAILED, INVALID, STORED, Outcome
 from ingest.ledger import Ledger
-from ingest.pipelines import (
-    GroupCommit,
-    StoragePipeline,
-    Unwritten,
-    ValidationPipeline,
-    is_outage,
-    outage_backoff,
-)
+from ingest.pipelines import StoragePipeline, ValidationPipeline
 from ingest.stopping import Waiter
 from ingest.storage import Record, StorageError, open_store
 from tests.support.clock import FakeClock

@@ -6,8 +6,8 @@ import asyncio
 
 import pytest
 
+from ingest.groupcommit import GroupCommit
 from ingest.middlewares import pause_backoff
-from ingest.pipelines import GroupCommit
 from ingest.retry import backoff_delay
 from ingest.stopping import Stopping, Waiter
 from ingest.storage import Record

@@ -18,8 +18,11 @@ from scrapy.utils.response import response_status_message
 
 from ingest.config import IdSource, check_api_url, id_source, parse_flag
 from ingest.distributed import Coordinator, job_id, seed_shared, settle
+from ingest.groupcommit import is_outage, outage_backoff
 from ingest.items import FAILED, NOT_FOUND, STORED, Outcome
 from ingest.ledger import Ledger
+from ingest.stopping import Stopping, Waiter, crawl_is_stopping
+from ingest.storage import StorageError
 
 if TYPE_CHECKING:
     from typing import Self
@@ -139,7 +142,7 @@ class ApiSpider(Spider):
         await ledger.open()
         try:
             for chunk in chunks(ids, CHUNK):
-                states = await ledger.states(chunk)
+                states = await self.states_of(ledger, chunk)
                 for id_ in chunk:
                     state, fetched_at = states.get(id_, (None, 0.0))
                     if lost_only:
@@ -153,23 +156,47 @@ class ApiSpider(Spider):
         finally:
             await ledger.close()
 
+    async def states_of(self, ledger: Ledger, chunk: list[str]) -> dict[str, tuple[str, float]]:
+        """The chunk's states; through a database outage, retried (reconnecting first)
+        until the database is back, as the storage pipeline's writes are."""
+        waiter = Waiter(lambda: crawl_is_stopping(self.crawler))
+        attempt = 0
+        while True:
+            try:
+                if attempt:
+                    await ledger.open()
+                return await ledger.states(chunk)
+            except StorageError as exc:
+                if not is_outage(exc):
+                    raise
+                attempt += 1
+                if attempt == 1:
+                    logger.warning(
+                        "Cannot read outcomes, retrying until the database is back: %s", exc
+                    )
+                await waiter.sleep(outage_backoff(attempt))
+
     async def start(self) -> AsyncIterator[Any]:
         if self.coordinator is not None:
             async for request in seed_shared(self, self.coordinator):
                 yield request
             return
-        async for id_, state in self.todo(self.ids):
-            await self._backlog_room()
-            self.crawler.stats.inc_value("ids/scheduled")
-            # Ids with no row yet go through the duplicate filter: with JOBDIR,
-            # those already queued by an earlier run are not queued twice.
-            yield self.request_for(id_, dont_filter=state is not None)
+        try:
+            async for id_, state in self.todo(self.ids):
+                await self._backlog_room()
+                self.crawler.stats.inc_value("ids/scheduled")
+                # Ids with no row yet go through the duplicate filter: with JOBDIR,
+                # those already queued by an earlier run are not queued twice.
+                yield self.request_for(id_, dont_filter=state is not None)
+        except Stopping:
+            return
 
     async def _backlog_room(self) -> None:
         """Yield ids only as the downloader takes them: the queue stays short, and
         a million ids never become a million requests in memory."""
         engine = self.crawler.engine
-        while engine is not None and engine.needs_backout() and engine.running:
+        while engine is not None and engine.running and (engine.needs_backout() or engine.paused):
+            # Paused (storage is down): no reading ahead; a heartbeat wakes us.
             await self.crawler.signals.wait_for(signals.scheduler_empty)
 
     def idle(self) -> None:
