@@ -24,8 +24,12 @@ WINDOW_MARGIN = 0.025
 # followed at once by the next one, on time: a burst that a server bucket with no
 # burst rejects.
 SPACING = 0.005
-# Learning from unexpected 429s: the pace drops by this factor at each one, and
-# climbs back by steps, fast while well under the pace of the last 429, slowly near it.
+# Learning from unexpected 429s: a lone one (timing noise against a bucket with no
+# burst, a limit a hair lower than configured) lowers the pace a little; another
+# within the pacing period means the limit really is lower, and the pace drops by
+# DECREASE at each. It then climbs back by steps, fast while well under the pace of
+# the last 429, slowly near it.
+GENTLE_DECREASE = 0.97
 DECREASE = 0.85
 FAST_STEP, SLOW_STEP = 0.05, 0.01
 MIN_SCALE = 0.05
@@ -94,7 +98,7 @@ class TokenBucket:
         self.clock, self.rand = clock, rand
         self.scale = 1.0  # the share of the configured pace in use; < 1 after 429s
         self.ceiling = 1.0  # the scale at the last unexpected 429
-        self._changed = -math.inf
+        self._changed = self._limited_at = -math.inf
         self.epoch = 0
         self.paused_until = self.pause_began = -math.inf
         self._budget_until, self._budget_left = -math.inf, 0
@@ -224,9 +228,12 @@ class TokenBucket:
         before the current pause began are part of what caused it, not news."""
         if sent_at <= self.pause_began:
             return False
+        now = self.clock()
+        again = now - self._limited_at < self.rates[0].period
+        self._limited_at = now
         self.ceiling = self.scale
-        self.scale = max(MIN_SCALE, self.scale * DECREASE)
-        self._changed = self.clock()
+        self.scale = max(MIN_SCALE, self.scale * (DECREASE if again else GENTLE_DECREASE))
+        self._changed = now
         return True
 
     def succeeded(self) -> bool:

@@ -13,6 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ingest.config import ConfigError, Rate
 from ingest.ratelimit import (
     DECREASE,
+    GENTLE_DECREASE,
     FAST_STEP,
     JITTER,
     JITTER_MAX,
@@ -187,11 +188,14 @@ save()
 return 1
 """
 
-# ARGV[14]: sent_at. Answers to sends from before the current pause are not news.
+# ARGV[14]: sent_at; ARGV[15]: GENTLE_DECREASE. Answers to sends from before the current
+# pause are not news; a lone 429 lowers the pace a little, another within the period more.
 _LIMITED = """
 if tonumber(ARGV[14]) <= b.pause_began then return 0 end
+local again = now - (b.limited_at or NEG) < rates()[1][2]
+b.limited_at = now
 b.ceiling = b.scale
-b.scale = math.max(MIN_SCALE, b.scale * DECREASE)
+b.scale = math.max(MIN_SCALE, b.scale * (again and DECREASE or tonumber(ARGV[15])))
 b.changed = now
 save()
 return 1
@@ -327,7 +331,9 @@ class RedisBackend:
         return bool(await self._run(self._adopt, key, rate.limit, repr(float(rate.period))))
 
     async def limited(self, key: str, sent_at: float) -> bool:
-        return bool(await self._run(self._limited, key, repr(float(sent_at))))
+        return bool(
+            await self._run(self._limited, key, repr(float(sent_at)), repr(GENTLE_DECREASE))
+        )
 
     async def succeeded(self, key: str) -> bool:
         return bool(await self._run(self._succeeded, key))

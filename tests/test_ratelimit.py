@@ -193,17 +193,29 @@ def test_unexpected_429s_lower_the_pace_and_it_climbs_back() -> None:
     clock = FakeClock()
     b = bucket([Rate(60, 60)], clock=clock)
     assert b.limited(sent_at=clock.now)
-    assert b.scale == pytest.approx(0.85)
-    assert b.per_minute == pytest.approx(51)
+    assert b.scale == pytest.approx(0.97)  # a lone 429: a little slower
+    clock.now += 30
+    assert b.limited(sent_at=clock.now)
+    assert b.scale == pytest.approx(0.97 * 0.85)  # another within the period: much slower
+    assert b.per_minute == pytest.approx(60 * 0.97 * 0.85)
     clock.now += 5
     assert not b.succeeded()  # too soon: a probe every period / 6
     scales = []
     for _ in range(6):
         clock.now += 10
         b.succeeded()
-        scales.append(round(b.scale, 2))
-    # Fast back to near the pace of the 429, then slowly.
-    assert scales == [0.9, 0.95, 0.96, 0.97, 0.98, 0.99]
+        scales.append(round(b.scale, 4))
+    # Fast back to near the pace of the last 429, then slowly.
+    assert scales == [0.8745, 0.9245, 0.9345, 0.9445, 0.9545, 0.9645]
+
+
+def test_429s_a_period_apart_are_each_a_lone_one() -> None:
+    clock = FakeClock()
+    b = bucket([Rate(60, 60)], clock=clock)
+    b.limited(sent_at=clock.now)
+    clock.now += 61
+    b.limited(sent_at=clock.now)
+    assert b.scale == pytest.approx(0.97 * 0.97)
 
 
 def test_429s_from_before_a_pause_are_not_news() -> None:
@@ -214,7 +226,7 @@ def test_429s_from_before_a_pause_are_not_news() -> None:
     assert b.limited(sent_at=clock.now - 0.5)
     b.pause(10)
     assert not b.limited(sent_at=early)
-    assert b.scale == pytest.approx(0.85)
+    assert b.scale == pytest.approx(0.97)
 
 
 def test_windows_count_a_send_when_it_went_not_when_it_was_booked() -> None:
