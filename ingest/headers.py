@@ -98,6 +98,11 @@ def rate_limited(status: int, q: Quota | None) -> bool:
     return status == 429 or (status == 403 and q is not None and q.remaining == 0)
 
 
+def _names_quota(name: str | bytes) -> bool:
+    lowered = (name.decode("latin-1") if isinstance(name, bytes) else name).lower()
+    return "ratelimit" in lowered or "rate-limit" in lowered
+
+
 def quota(headers: HeaderSource, *, now: float) -> Quota | None:
     """The quota a response announces, or None when it announces none usably.
 
@@ -107,6 +112,9 @@ def quota(headers: HeaderSource, *, now: float) -> Quota | None:
     never mixed; a malformed field counts as absent. Epoch resets are measured
     against the response's ``Date`` when it has one, else against ``now``.
     """
+    names = getattr(headers, "keys", None)
+    if names is not None and not any(_names_quota(name) for name in names()):
+        return None  # the common case, answered before parsing any date
     date = http_date(headers.get("Date"))
     reference = date if date is not None else now
     for form in (_current_draft, _older_draft, _x_ratelimit):

@@ -68,8 +68,10 @@ class Waiter:
                 return
             if left > self.spin:
                 await self._sleep(min(left - self.spin, self.step))
-            else:
+                continue
+            while self.clock() < deadline:  # less than a millisecond: no stop check
                 await self._sleep(0)
+            return
 
 
 def give_back(crawler: Crawler, request: Request, **meta: object) -> RequestReturned:
