@@ -13,8 +13,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from ingest.config import ConfigError, Rate
 from ingest.ratelimit import (
     DECREASE,
-    GENTLE_DECREASE,
     FAST_STEP,
+    GENTLE_DECREASE,
     JITTER,
     JITTER_MAX,
     MARGIN,
