@@ -118,6 +118,21 @@ def plan_write(records: Sequence[Record]) -> Plan:
     return plan
 
 
+def failure_row(failure: Failure) -> dict[str, object]:
+    """The parameters of one failure upsert, named as in both stores' statements."""
+    record = failure.record
+    return {
+        "id": record.id,
+        "state": record.state,
+        "reason": record.reason,
+        "data": failure_payload(record.data),
+        "url": record.url,
+        "status": record.status,
+        "fetched_at": record.fetched_at,
+        "attempts": failure.attempts,
+    }
+
+
 def failure_payload(data: str | None) -> str | None:
     """A failure's payload as JSON both databases accept: non-JSON text becomes a JSON string.
 

@@ -9,7 +9,7 @@ from urllib.parse import unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ingest.storage import STATES, Record, StorageError, failure_payload, mask_url, plan_write
+from ingest.storage import STATES, Record, StorageError, failure_row, mask_url, plan_write
 
 CONNECT_TIMEOUT = 5
 
@@ -139,19 +139,7 @@ class PostgresStore:
                 if plan.failures:
                     cur.executemany(
                         UPSERT_FAILURE,
-                        [
-                            {
-                                "id": f.record.id,
-                                "state": f.record.state,
-                                "reason": f.record.reason,
-                                "data": failure_payload(f.record.data),
-                                "url": f.record.url,
-                                "status": f.record.status,
-                                "fetched_at": f.record.fetched_at,
-                                "attempts": f.attempts,
-                            }
-                            for f in plan.failures
-                        ],
+                        [failure_row(f) for f in plan.failures],
                     )
         except psycopg.Error as exc:
             raise StorageError(

@@ -8,7 +8,7 @@ import sqlite3
 from collections.abc import Sequence
 from typing import Any
 
-from ingest.storage import STATES, Record, StorageError, failure_payload, plan_write
+from ingest.storage import STATES, Record, StorageError, failure_row, plan_write
 
 # "JSON TEXT": declared JSON, with text affinity so that a payload such as '42' stays text.
 SCHEMA = """
@@ -115,19 +115,7 @@ class SQLiteStore:
             )
             conn.executemany(
                 UPSERT_FAILURE,
-                [
-                    {
-                        "id": f.record.id,
-                        "state": f.record.state,
-                        "reason": f.record.reason,
-                        "data": failure_payload(f.record.data),
-                        "url": f.record.url,
-                        "status": f.record.status,
-                        "fetched_at": f.record.fetched_at,
-                        "attempts": f.attempts,
-                    }
-                    for f in plan.failures
-                ],
+                [failure_row(f) for f in plan.failures],
             )
             conn.execute("COMMIT")
         except BaseException as exc:
