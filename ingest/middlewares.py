@@ -90,6 +90,7 @@ class RateLimitMiddleware:
         max_retries: int,
         stats: StatsCollector,
         waiter: Waiter,
+        burst: int = 1,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.crawler = crawler
@@ -104,6 +105,8 @@ class RateLimitMiddleware:
         self._resume_log: dict[str, CallLaterResult] = {}
         self._stopping = False
         self._closing: asyncio.Future[None] | None = None
+        self.burst = burst
+        self._answered: set[str] = set()
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -128,6 +131,7 @@ class RateLimitMiddleware:
             max_retries=s.getint("RATELIMIT_RETRY_TIMES"),
             stats=crawler.stats,
             waiter=Waiter(lambda: crawl_is_stopping(crawler)),
+            burst=burst,
         )
         crawler.stats.set_value("ratelimit/current_rate", round(60 * rates[0].per_second, 3))
         logger.info(
@@ -169,6 +173,8 @@ class RateLimitMiddleware:
 
     async def process_response(self, request: Request, response: Response) -> Request | Response:
         key = origin(request)
+        if key not in self._answered:
+            await self._first_answer(key)
         sent_at = request.meta.get(SENT_META, -math.inf)
         headers = response.headers
         now = self.clock()
@@ -196,6 +202,15 @@ class RateLimitMiddleware:
             if await self.backend.succeeded(key):
                 await self._report_pace(key, "probing up after 429s", level=logging.DEBUG)
         return response
+
+    async def _first_answer(self, key: str) -> None:
+        """The first request to an API also opened the connection (TCP, TLS), so it
+        reached the server later than a request on a warm connection will: the
+        second one is paced from this answer, not from the first one's send, or a
+        bucket with no burst would see the two closer than allowed."""
+        self._answered.add(key)
+        if self.burst == 1:
+            await self.backend.pause(key, 60 / await self.backend.per_minute(key))
 
     async def _follow_quota(self, key: str, quota: Quota, sent_at: float) -> None:
         if (

@@ -119,9 +119,10 @@ def test_retry_after_pauses_every_request_then_resumes_paced(mockapi, tmp_path: 
     after = [entry["t"] - t429 for entry in record[limited[0] + 1 :]]
     # Nothing within the 2 s the server named; the next request right after them.
     assert 2.0 <= after[0] <= 2.3
-    # Then paced at 1200/60 (every 50 ms), not a burst of everything that waited.
+    # Then paced at 1200/60 (every 50 ms, give or take the way to the server), not a
+    # burst of everything that waited.
     gaps = [b - a for a, b in itertools.pairwise(after)]
-    assert min(gaps) >= 0.049
+    assert min(gaps) >= 0.04
     assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 30
     assert stat(done.stderr, "ratelimit/pauses") == 1
     assert "Pausing requests to http://127.0.0.1" in done.stderr
@@ -166,12 +167,13 @@ def test_failed_requests_back_off_alone_and_retry_after_is_a_floor(mockapi, tmp_
     )
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
+    # A retry drawn soon enough can meet one of the four 503s again: count answers.
     first_503 = {e["id"]: e["t"] for e in reversed(record) if e["status"] == 503}
-    assert len(first_503) == 4
+    assert statuses(record)[503] == 4 and len(first_503) >= 2
     retried_at = {e["id"]: e["t"] for e in record if e["status"] == 200 and e["id"] in first_503}
     gaps = [retried_at[i] - first_503[i] for i in first_503]
-    # Full jitter over [0, 2 s]: all four under 0.1 s would be a 1-in-160,000 draw;
-    # an immediate retry (Scrapy's) would put them all at the pacing interval.
+    # Full jitter over [0, 2 s]: every retry under 0.1 s would be a 1-in-400 draw at
+    # worst; an immediate retry (Scrapy's) would put them all at the pacing interval.
     assert max(gaps) > 0.1
     # Only the retried requests waited: other ids went on at the pace meanwhile.
     earliest, latest = min(first_503.values()), max(retried_at.values())

@@ -140,3 +140,14 @@ def test_retry_after_zero_means_an_ordinary_backoff(mockapi, tmp_path: Path) -> 
     assert record[limited + 1]["t"] - record[limited]["t"] >= 1.0  # the first backoff step
     assert "no Retry-After: backing off" in done.stderr
     assert "Resuming requests to" in done.stderr
+
+
+def test_the_second_request_is_paced_from_the_first_answer(mockapi, tmp_path: Path) -> None:
+    # The first request also opens the connection, so it reaches the server later than
+    # its send time says; a bucket with no burst must still see the two a full interval apart.
+    api = mockapi("--limit", "600/60", "--algorithm", "token", "--burst", "1")
+    done = crawl(api.url_template, sqlite_url(tmp_path), "-a", "ids=1-5", RATELIMIT_RATE="600/60")
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = api.requests()[:2]
+    assert second["t"] - first["t"] >= 0.1
+    assert first["status"] == second["status"] == 200
