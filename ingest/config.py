@@ -6,7 +6,7 @@ import json
 import math
 import re
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,11 @@ class Rate:
         return f"{self.limit}/{period}"
 
 
+def by_period(rates: Iterable[Rate]) -> tuple[Rate, ...]:
+    """Shortest period first (it sets the pace); for equal periods, the smallest count."""
+    return tuple(sorted(rates, key=lambda r: (r.period, r.limit)))
+
+
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)\s*$")
 
 
@@ -177,7 +182,7 @@ def parse_rates(value: Any, name: str = "RATELIMIT_RATE") -> tuple[Rate, ...]:
         rates.append(Rate(limit, period))
     if not rates:
         raise ConfigError(f"{name} must look like 100/60 (requests/seconds), got {value!r}")
-    return tuple(sorted(set(rates), key=lambda r: (r.period, r.limit)))
+    return by_period(set(rates))
 
 
 def parse_positive_int(name: str, value: Any) -> int:

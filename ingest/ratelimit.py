@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from ingest.config import Rate
+from ingest.config import Rate, by_period
 
 # Each rate is kept this much slower than nominal, so that a send that goes a
 # little late does not make the window after it a little too full. A window is
@@ -92,8 +92,9 @@ class TokenBucket:
             raise ValueError("a bucket needs at least one rate")
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
-        self.configured = tuple(sorted(rates, key=lambda r: (r.period, r.limit)))
+        self.configured = tuple(rates)
         self.announced: Rate | None = None
+        self.rates = by_period(self.configured)
         self.burst, self.margin, self.spacing = burst, margin, spacing
         self.clock, self.rand = clock, rand
         self.scale = 1.0  # the share of the configured pace in use; < 1 after 429s
@@ -104,14 +105,9 @@ class TokenBucket:
         self._budget_until, self._budget_left = -math.inf, 0
         self._tat = -math.inf  # theoretical arrival time of the next token (GCRA)
         self._last_sent = -math.inf
-        self._sends: deque[float] = deque(maxlen=max(r.limit for r in self.configured))
+        self._sends: deque[float] = deque(maxlen=max(r.limit for r in self.rates))
 
     # -------------------------------------------------------------- the rates
-
-    @property
-    def rates(self) -> tuple[Rate, ...]:
-        extra = (self.announced,) if self.announced else ()
-        return tuple(sorted((*self.configured, *extra), key=lambda r: (r.period, r.limit)))
 
     @property
     def interval(self) -> float:
@@ -128,6 +124,7 @@ class TokenBucket:
         if rate == self.announced:
             return False
         self.announced = rate
+        self.rates = by_period((*self.configured, rate))
         if rate.limit > (self._sends.maxlen or 0):
             self._sends = deque(self._sends, maxlen=rate.limit)
         self._void_bookings(self.clock())
