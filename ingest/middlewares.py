@@ -107,6 +107,8 @@ class RateLimitMiddleware:
         self._closing: asyncio.Future[None] | None = None
         self.burst = burst
         self._answered: set[str] = set()
+        # With a burst of 1: per API, the request that opens the connection, and its answer.
+        self._opening: dict[str, tuple[Request, asyncio.Future[None]]] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -149,6 +151,8 @@ class RateLimitMiddleware:
     async def process_request(self, request: Request) -> None:
         key = origin(request)
         try:
+            if self.burst == 1 and key not in self._answered:
+                await self._await_first_answer(key, request)
             slot = await self.backend.reserve(key)
             while True:
                 if slot.delay > self.max_pause:
@@ -156,10 +160,10 @@ class RateLimitMiddleware:
                     # for longer than anyone should wait.
                     self._stop(key, slot.delay, "the shared bucket is paused")
                 if slot.delay > 0:
-                    await self.waiter.sleep(slot.delay)
+                    await self.waiter.sleep(slot.delay, precise=slot.precise)
                 confirmed = await self.backend.confirm(key, slot)
                 while confirmed.wait:
-                    await self.waiter.sleep(confirmed.wait)
+                    await self.waiter.sleep(confirmed.wait, precise=slot.precise)
                     confirmed = await self.backend.confirm(key, slot)
                 if confirmed.wait is not None:
                     request.meta[SENT_META] = confirmed.at
@@ -167,7 +171,29 @@ class RateLimitMiddleware:
                 # A pause or a new quota came while this request waited: book again.
                 slot = await self.backend.reserve(key)
         except Stopping:
+            opener, opened = self._opening.get(key, (None, None))
+            if opener is request and opened is not None:
+                del self._opening[key]  # the next request to come opens the connection
+                opened.set_result(None)
             raise give_back(self.crawler, request) from None
+
+    async def _await_first_answer(self, key: str, request: Request) -> None:
+        """Until the first request to an API is answered, the others wait: it also
+        opens the connection (TCP, TLS), so it reaches the server later than a
+        request on a warm connection, perhaps later than the next one's slot."""
+        if key not in self._opening:
+            self._opening[key] = (request, asyncio.get_running_loop().create_future())
+            return
+        _, opened = self._opening[key]
+        while not opened.done():
+            if self.waiter.is_stopping():
+                raise Stopping(0.0)
+            await asyncio.wait([opened], timeout=self.waiter.step)
+
+    def _opened(self, key: str) -> None:
+        _, opened = self._opening.get(key, (None, None))
+        if opened is not None and not opened.done():
+            opened.set_result(None)
 
     # -------------------------------------------------------------- listening
 
@@ -175,6 +201,7 @@ class RateLimitMiddleware:
         key = origin(request)
         if key not in self._answered:
             await self._first_answer(key)
+            self._opened(key)
         sent_at = request.meta.get(SENT_META, -math.inf)
         headers = response.headers
         now = self.clock()
@@ -202,6 +229,9 @@ class RateLimitMiddleware:
             if await self.backend.succeeded(key):
                 await self._report_pace(key, "probing up after 429s", level=logging.DEBUG)
         return response
+
+    def process_exception(self, request: Request, exception: Exception) -> None:
+        self._opened(origin(request))  # no answer: the next request opens the connection
 
     async def _first_answer(self, key: str) -> None:
         """The first request to an API also opened the connection (TCP, TLS), so it

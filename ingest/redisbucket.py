@@ -15,6 +15,7 @@ from ingest.ratelimit import (
     DECREASE,
     FAST_STEP,
     GENTLE_DECREASE,
+    GUARD_MIN_INTERVAL,
     JITTER,
     JITTER_MAX,
     MARGIN,
@@ -38,7 +39,7 @@ CONNECT_TIMEOUT = SOCKET_TIMEOUT = 5.0
 # KEYS[1] is the bucket's state (a hash), KEYS[2] its log of sends (a sorted set scored by
 # send time). ARGV: now ('' for the Redis server's clock), rates ('100/60.0,5000/3600.0'),
 # burst, margin, spacing, WINDOW_MARGIN, DECREASE, FAST_STEP, SLOW_STEP, MIN_SCALE, JITTER,
-# JITTER_MAX, ttl; the operation's own arguments follow from ARGV[14].
+# JITTER_MAX, ttl, GUARD_MIN_INTERVAL; the operation's own arguments follow from ARGV[15].
 _PRELUDE = """
 local state, sends = KEYS[1], KEYS[2]
 -- Numbers go back as strings: Redis truncates Lua numbers to integers. 17 digits are exact.
@@ -55,6 +56,7 @@ local burst, margin, spacing = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(AR
 local WINDOW_MARGIN, DECREASE = tonumber(ARGV[6]), tonumber(ARGV[7])
 local FAST_STEP, SLOW_STEP, MIN_SCALE = tonumber(ARGV[8]), tonumber(ARGV[9]), tonumber(ARGV[10])
 local JITTER, JITTER_MAX, ttl = tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13])
+local GUARD_MIN_INTERVAL = tonumber(ARGV[14])
 
 local NEG = -math.huge
 local b = {epoch = 0, scale = 1, ceiling = 1, changed = NEG, paused_until = NEG,
@@ -80,6 +82,10 @@ end
 local function interval()
   local pace = rates()[1]
   return pace[2] / pace[1] / b.scale
+end
+
+local function guarded()
+  return burst == 1 and interval() >= GUARD_MIN_INTERVAL
 end
 
 local function void_bookings()
@@ -131,27 +137,27 @@ redis.call('ZADD', sends, num(at), b.seq)
 save()
 -- The longest window looks back maxlen sends: older ones can never count again.
 redis.call('ZREMRANGEBYRANK', sends, 0, -b.maxlen - 1)
-return {num(at - now), b.epoch, num(at)}
+return {num(at - now), b.epoch, num(at), guarded() and 1 or 0}
 """
 
-# ARGV[14]: the slot's epoch; ARGV[15]: its booked time, exactly as reserve returned it.
+# ARGV[15]: the slot's epoch; ARGV[16]: its booked time, exactly as reserve returned it.
 _CONFIRM = """
-if tonumber(ARGV[14]) ~= b.epoch then return {'', num(now)} end
-if burst == 1 then
+if tonumber(ARGV[15]) ~= b.epoch then return {'', num(now)} end
+if guarded() then
   local wait = b.last_sent + interval() * (1 + spacing) - now
   if wait > 0 then return {num(wait), num(now)} end
 end
 b.last_sent = now
 -- The windows count a send when it went: the booking moves to the actual time.
-local booked = redis.call('ZRANGEBYSCORE', sends, ARGV[15], ARGV[15], 'LIMIT', 0, 1)
+local booked = redis.call('ZRANGEBYSCORE', sends, ARGV[16], ARGV[16], 'LIMIT', 0, 1)
 if booked[1] then redis.call('ZADD', sends, num(now), booked[1]) end
 save()
 return {'0', num(now)}
 """
 
-# ARGV[14]: seconds; ARGV[15]: a random number in [0, 1) for the jitter.
+# ARGV[15]: seconds; ARGV[16]: a random number in [0, 1) for the jitter.
 _PAUSE = """
-local seconds, rand = tonumber(ARGV[14]), tonumber(ARGV[15])
+local seconds, rand = tonumber(ARGV[15]), tonumber(ARGV[16])
 local till = now + seconds + rand * math.min(JITTER * seconds, JITTER_MAX)
 if till <= b.paused_until then return {0, num(b.paused_until - now), '0'} end
 local started = b.paused_until <= now
@@ -165,9 +171,9 @@ save()
 return {started and 1 or 0, num(till - now), num(added)}
 """
 
-# ARGV[14]: remaining; ARGV[15]: reset (seconds); ARGV[16]: sent_at.
+# ARGV[15]: remaining; ARGV[16]: reset (seconds); ARGV[17]: sent_at.
 _BUDGET = """
-local remaining, reset, after = tonumber(ARGV[14]), tonumber(ARGV[15]), '(' .. ARGV[16]
+local remaining, reset, after = tonumber(ARGV[15]), tonumber(ARGV[16]), '(' .. ARGV[17]
 b.budget_until = now + reset
 b.budget_left = remaining - redis.call('ZCOUNT', sends, after, '+inf')
 if b.budget_left < 0 then
@@ -178,9 +184,9 @@ save()
 return 0
 """
 
-# ARGV[14], ARGV[15]: the announced limit and period.
+# ARGV[15], ARGV[16]: the announced limit and period.
 _ADOPT = """
-local limit, period = tonumber(ARGV[14]), tonumber(ARGV[15])
+local limit, period = tonumber(ARGV[15]), tonumber(ARGV[16])
 if limit == b.announced_limit and period == b.announced_period then return 0 end
 b.announced_limit, b.announced_period = limit, period
 void_bookings()
@@ -188,14 +194,14 @@ save()
 return 1
 """
 
-# ARGV[14]: sent_at; ARGV[15]: GENTLE_DECREASE. Answers to sends from before the current
+# ARGV[15]: sent_at; ARGV[16]: GENTLE_DECREASE. Answers to sends from before the current
 # pause are not news; a lone 429 lowers the pace a little, another within the period more.
 _LIMITED = """
-if tonumber(ARGV[14]) <= b.pause_began then return 0 end
+if tonumber(ARGV[15]) <= b.pause_began then return 0 end
 local again = now - (b.limited_at or NEG) < rates()[1][2]
 b.limited_at = now
 b.ceiling = b.scale
-b.scale = math.max(MIN_SCALE, b.scale * (again and DECREASE or tonumber(ARGV[15])))
+b.scale = math.max(MIN_SCALE, b.scale * (again and DECREASE or tonumber(ARGV[16])))
 b.changed = now
 save()
 return 1
@@ -263,6 +269,7 @@ class RedisBackend:
             *(repr(float(x)) for x in (burst, margin, spacing, WINDOW_MARGIN, DECREASE)),
             *(repr(float(x)) for x in (FAST_STEP, SLOW_STEP, MIN_SCALE, JITTER, JITTER_MAX)),
             str(ttl),
+            repr(float(GUARD_MIN_INTERVAL)),
         ]
         script = client.register_script
         self._reserve, self._confirm = script(_PRELUDE + _RESERVE), script(_PRELUDE + _CONFIRM)
@@ -311,8 +318,8 @@ class RedisBackend:
             raise RedisUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
 
     async def reserve(self, key: str) -> Reservation:
-        delay, epoch, at = await self._run(self._reserve, key)
-        return Reservation(float(delay), int(epoch), float(at))
+        delay, epoch, at, precise = await self._run(self._reserve, key)
+        return Reservation(float(delay), int(epoch), float(at), bool(precise))
 
     async def confirm(self, key: str, slot: Reservation) -> Confirmation:
         wait, at = await self._run(self._confirm, key, slot.epoch, repr(slot.at))

@@ -52,22 +52,24 @@ class Waiter:
         self.is_stopping, self.step, self.spin = is_stopping, step, spin
         self.clock, self._sleep = clock, sleep
 
-    async def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float, *, precise: bool = False) -> None:
         """Sleep ``seconds``; raise :class:`Stopping` (with the time left) if the crawl stops.
 
-        The event loop's timers wake up to a millisecond late (epoll rounds up), so
-        the last ``spin`` seconds are waited by yielding to the loop instead: the
-        wake-up is then on time to a few tens of microseconds.
+        The event loop's timers wake up to a millisecond late (epoll rounds up). A
+        ``precise`` sleep waits its last ``spin`` seconds by yielding to the loop
+        instead: the wake-up is then on time to a few tens of microseconds, for the
+        CPU of those spins.
         """
         deadline = self.clock() + seconds
+        spin = self.spin if precise else 0.0
         while True:
             left = deadline - self.clock()
             if self.is_stopping():
                 raise Stopping(max(0.0, left))
             if left <= 0:
                 return
-            if left > self.spin:
-                await self._sleep(min(left - self.spin, self.step))
+            if left > spin:
+                await self._sleep(min(left - spin, self.step))
                 continue
             while self.clock() < deadline:  # less than a millisecond: no stop check
                 await self._sleep(0)

@@ -3,6 +3,7 @@ or unknown limit, a pause too long to wait out. Judged from the server's record.
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import time
@@ -151,3 +152,16 @@ def test_the_second_request_is_paced_from_the_first_answer(mockapi, tmp_path: Pa
     first, second = api.requests()[:2]
     assert second["t"] - first["t"] >= 0.1
     assert first["status"] == second["status"] == 200
+
+
+def test_no_request_goes_before_the_first_one_is_answered(mockapi, tmp_path: Path) -> None:
+    # An answer slower than the interval: the next requests wait for it all the same,
+    # then go a full interval later; after that they are paced as usual.
+    api = mockapi("--limit", "600/60", "--algorithm", "sliding", "--latency", "0.3")
+    done = crawl(api.url_template, sqlite_url(tmp_path), "-a", "ids=1-6", RATELIMIT_RATE="600/60")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = api.requests()
+    assert statuses(record) == {200: 6}
+    times = sorted(r["t"] for r in record)
+    assert times[1] - times[0] >= 0.3 + 0.1
+    assert max(b - a for a, b in itertools.pairwise(times[1:])) < 0.3

@@ -7,7 +7,13 @@ import asyncio
 import pytest
 
 from ingest.config import Rate
-from ingest.ratelimit import WINDOW_MARGIN, Confirmation, MemoryBackend, TokenBucket
+from ingest.ratelimit import (
+    GUARD_MIN_INTERVAL,
+    WINDOW_MARGIN,
+    Confirmation,
+    MemoryBackend,
+    TokenBucket,
+)
 from tests.support.clock import FakeClock
 
 
@@ -143,12 +149,39 @@ def test_confirm_keeps_actual_sends_apart_when_one_went_late() -> None:
     clock = FakeClock()
     b = TokenBucket([Rate(10, 1)], margin=0.0, spacing=0.01, clock=clock, rand=lambda: 0.0)
     first, second = b.reserve(), b.reserve()
+    assert first.precise and second.precise  # guarded: their waits must end on time
     clock.now += 0.03  # the first request woke 30 ms late
     assert b.confirm(first) == Confirmation(0.0, clock.now)
     clock.now += second.delay - 0.03  # the second wakes on time
     assert b.confirm(second).wait == pytest.approx(0.031)  # 101 ms after the first
     clock.now += 0.031
     assert b.confirm(second).wait == 0.0
+
+
+def test_short_intervals_follow_the_booked_timeline_unguarded() -> None:
+    clock = FakeClock()
+    b = TokenBucket([Rate(100, 1)], margin=0.0, spacing=0.01, clock=clock, rand=lambda: 0.0)
+    first, second = b.reserve(), b.reserve()
+    assert not first.precise and not b.guarded  # 10 ms: under GUARD_MIN_INTERVAL
+    clock.now += 0.004  # the first request woke 4 ms late
+    assert b.confirm(first).wait == 0.0
+    clock.now += second.delay - 0.004  # the second, on time, goes 6 ms after it
+    assert b.confirm(second).wait == 0.0
+    third = b.reserve()
+    assert third.delay == pytest.approx(0.01)  # the timeline did not move
+
+
+def test_a_slower_pace_brings_the_guard_back() -> None:
+    clock = FakeClock()
+    fifty_ms = TokenBucket([Rate(1200, 60)], clock=clock)
+    assert fifty_ms.interval == pytest.approx(GUARD_MIN_INTERVAL) and fifty_ms.guarded
+    assert not TokenBucket([Rate(1200, 60)], burst=2, clock=clock).guarded
+    b = TokenBucket([Rate(1500, 60)], clock=clock, rand=lambda: 0.0)
+    assert not b.guarded  # 40 ms
+    assert b.limited(sent_at=clock.now)  # an unexpected 429: 3% slower, 41 ms
+    assert not b.guarded
+    assert b.adopt(Rate(60, 6))  # the server announces 100 ms
+    assert b.guarded and b.reserve().precise
 
 
 def test_a_pause_voids_the_slots_booked_before_it() -> None:

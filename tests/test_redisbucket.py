@@ -215,12 +215,29 @@ def test_confirm_keeps_actual_sends_apart_when_one_went_late(redis_url: str) -> 
         clock = FakeClock()
         async with exact(redis_url, [Rate(10, 1)], clock=clock, spacing=0.01, n=2) as [a, b]:
             first, second = await a.reserve(API), await b.reserve(API)
+            assert first.precise and second.precise
             clock.now += 0.03  # the first request woke 30 ms late
             assert await a.confirm(API, first) == Confirmation(0.0, clock.now)
             clock.now += second.delay - 0.03  # the second wakes on time, on another worker
             assert (await b.confirm(API, second)).wait == pytest.approx(0.031)
             clock.now += 0.031
             assert (await b.confirm(API, second)).wait == 0.0
+
+    run(scenario)
+
+
+def test_short_intervals_are_not_guarded_as_in_the_pure_bucket(redis_url: str) -> None:
+    async def scenario() -> None:
+        clock = FakeClock()
+        async with exact(redis_url, [Rate(100, 1)], clock=clock, spacing=0.01) as [b]:
+            first, second = await b.reserve(API), await b.reserve(API)
+            assert not first.precise and not second.precise
+            clock.now += 0.004  # the first woke 4 ms late; the second, on time, 6 ms after
+            assert (await b.confirm(API, first)).wait == 0.0
+            clock.now += second.delay - 0.004
+            assert (await b.confirm(API, second)).wait == 0.0
+        async with exact(redis_url, [Rate(10, 1)], clock=clock) as [b]:
+            assert (await b.reserve("http://slower")).precise
 
     run(scenario)
 
