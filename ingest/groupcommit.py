@@ -75,8 +75,10 @@ class GroupCommit:
     """Collects records while a write is under way, then writes them all in one go.
 
     Each caller waits until its record is committed, so an id counts as done only
-    once the database has it. At a trickle every record is written at once; under
-    load the batches grow by themselves, up to ``max_batch``.
+    once the database has it. A write waits ``linger`` seconds for more records to
+    join it, unless ``max_batch`` are already waiting; while it runs, the next
+    batch grows by itself. (Without a linger, every record of a steady trickle is a
+    transaction of its own, and a thread hand-off each way.)
 
     A write that fails because the database is unavailable (`is_outage`) keeps its
     batch and is retried, reconnecting first, after ``backoff(attempt)`` seconds, until
@@ -91,6 +93,7 @@ class GroupCommit:
         write: Callable[[list[Record]], Awaitable[None]],
         max_batch: int,
         *,
+        linger: float = 0.0,
         reconnect: Callable[[], Awaitable[None]] | None = None,
         sleep: Callable[[float], Awaitable[None]] = scrapy_sleep,
         clock: Callable[[], float] = time.monotonic,
@@ -99,6 +102,7 @@ class GroupCommit:
     ) -> None:
         self.write = write
         self.max_batch = max_batch
+        self.linger = linger
         self.reconnect = reconnect
         self.sleep = sleep
         self.clock = clock
@@ -117,6 +121,9 @@ class GroupCommit:
 
     async def _drain(self) -> None:
         while self._pending:
+            if self.linger and len(self._pending) < self.max_batch:
+                # Not ``self.sleep``: a stop must not cut this one short.
+                await asyncio.sleep(self.linger)
             batch = self._pending[: self.max_batch]
             del self._pending[: self.max_batch]
             try:

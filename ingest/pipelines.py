@@ -12,7 +12,7 @@ from jsonschema.validators import validator_for
 from scrapy.exceptions import DropItem
 from scrapy.utils.asyncio import sleep as scrapy_sleep
 
-from ingest.config import ConfigError, load_schema
+from ingest.config import ConfigError, load_schema, parse_positive_int, parse_seconds
 from ingest.groupcommit import GroupCommit, Unwritten
 from ingest.items import FAILED, INVALID, STORED, Outcome
 from ingest.ledger import Ledger
@@ -110,6 +110,7 @@ class StoragePipeline:
         stats: StatsCollector,
         *,
         max_batch: int = 1000,
+        linger: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = scrapy_sleep,
         pause: Callable[[], None] = lambda: None,
         resume: Callable[[], None] = lambda: None,
@@ -122,6 +123,7 @@ class StoragePipeline:
         self.commit = GroupCommit(
             self._write,
             max_batch,
+            linger=linger,
             reconnect=self.ledger.open,
             sleep=sleep,
             clock=clock,
@@ -139,7 +141,10 @@ class StoragePipeline:
         return cls(
             Ledger(store),
             crawler.stats,
-            max_batch=crawler.settings.getint("STORAGE_BATCH_SIZE"),
+            max_batch=parse_positive_int(
+                "STORAGE_BATCH_SIZE", crawler.settings.get("STORAGE_BATCH_SIZE")
+            ),
+            linger=parse_seconds("STORAGE_LINGER", crawler.settings.get("STORAGE_LINGER")),
             sleep=Waiter(partial(crawl_is_stopping, crawler)).sleep,
             pause=partial(_pause_fetching, crawler),
             resume=partial(_resume_fetching, crawler),

@@ -35,6 +35,8 @@ def check_settings(settings: BaseSettings) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"RATELIMIT_BACKEND must be memory or redis, got {backend!r}")
     load_schema(settings.get("ITEM_SCHEMA"))
+    parse_positive_int("STORAGE_BATCH_SIZE", settings.get("STORAGE_BATCH_SIZE"))
+    parse_seconds("STORAGE_LINGER", settings.get("STORAGE_LINGER"))
     check_database(settings.get("DATABASE_URL"))
     distributed = parse_flag("DISTRIBUTED", settings.get("DISTRIBUTED"))
     if distributed or settings.get("RATELIMIT_BACKEND") == "redis":

@@ -34,6 +34,7 @@ RATELIMIT_RETRY_TIMES = 20  # 429s in a row for one id before it is "failed"
 # sqlite:///relative.db, sqlite:////abs.db or postgresql://… [env DATABASE_URL]
 DATABASE_URL = os.environ.get("DATABASE_URL", "sqlite:///ingest.db")
 STORAGE_BATCH_SIZE = 1000  # most rows written in one transaction
+STORAGE_LINGER = 0.05  # seconds a write waits for more outcomes to join its transaction
 
 # ---------------------------------------------------------------- several workers
 # Workers share, through Redis, scrapy-redis's queue and duplicate filter (keyed by
@@ -73,7 +74,16 @@ AUTOTHROTTLE_START_DELAY = 0.0
 AUTOTHROTTLE_MAX_DELAY = 60.0
 AUTOTHROTTLE_TARGET_CONCURRENCY = 8.0
 
+# Every request is an API URL made from an id; none is followed from a page. So no
+# depth to track, no URL length to police, no offsite links or HTML meta refresh to
+# look for: those middlewares would only cost CPU at each request.
+SPIDER_MIDDLEWARES = {
+    "scrapy.spidermiddlewares.urllength.UrlLengthMiddleware": None,
+    "scrapy.spidermiddlewares.depth.DepthMiddleware": None,
+}
 DOWNLOADER_MIDDLEWARES = {
+    "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
+    "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
     "ingest.resume.SkipDoneMiddleware": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ingest.retry.BackoffRetryMiddleware": 550,

@@ -66,6 +66,38 @@ def test_group_commit_batches_what_arrives_during_a_write() -> None:
     assert batches == [["0"], ["1", "2", "3"], ["4", "5", "6"]]
 
 
+def test_group_commit_lingers_for_more_records_before_writing() -> None:
+    batches: list[list[str]] = []
+
+    async def write(records: list[Record]) -> None:
+        batches.append([r.id for r in records])
+
+    async def scenario() -> None:
+        commit = GroupCommit(write, max_batch=10, linger=0.3)
+        first = asyncio.ensure_future(commit.add(Record("0", "stored", "{}")))
+        await asyncio.sleep(0.05)
+        assert batches == []  # still lingering
+        await asyncio.gather(commit.add(Record("1", "stored", "{}")), first)
+
+    asyncio.run(scenario())
+    assert batches == [["0", "1"]]
+
+
+def test_group_commit_writes_a_full_batch_without_lingering() -> None:
+    batches: list[list[str]] = []
+
+    async def write(records: list[Record]) -> None:
+        batches.append([r.id for r in records])
+
+    async def scenario() -> None:
+        commit = GroupCommit(write, max_batch=3, linger=60.0)
+        adds = (commit.add(Record(str(i), "stored", "{}")) for i in range(3))
+        await asyncio.wait_for(asyncio.gather(*adds), timeout=5.0)
+
+    asyncio.run(scenario())
+    assert batches == [["0", "1", "2"]]
+
+
 def test_group_commit_reports_a_failed_write_to_every_waiter() -> None:
     async def write(records: list[Record]) -> None:
         raise OSError("disk gone")

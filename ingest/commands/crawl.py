@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -33,6 +34,10 @@ class Command(ScrapyCrawl):
         return self.crawler
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
+        # Scrapy's loggers are at DEBUG and its handler drops what is under LOG_LEVEL:
+        # every response would build two records ("Crawled", "Scraped from") for nothing.
+        assert self.settings is not None
+        logging.getLogger("scrapy").setLevel(self.settings.get("LOG_LEVEL"))
         super().run(args, opts)
         crawler = getattr(self, "crawler", None)
         stats = crawler.stats if crawler is not None else None
