@@ -171,10 +171,7 @@ class RateLimitMiddleware:
                 # A pause or a new quota came while this request waited: book again.
                 slot = await self.backend.reserve(key)
         except Stopping:
-            opener, opened = self._opening.get(key, (None, None))
-            if opener is request and opened is not None:
-                del self._opening[key]  # the next request to come opens the connection
-                opened.set_result(None)
+            self._opened(key, by=request)
             raise give_back(self.crawler, request) from None
 
     async def _await_first_answer(self, key: str, request: Request) -> None:
@@ -190,10 +187,13 @@ class RateLimitMiddleware:
                 raise Stopping(0.0)
             await asyncio.wait([opened], timeout=self.waiter.step)
 
-    def _opened(self, key: str) -> None:
-        _, opened = self._opening.get(key, (None, None))
-        if opened is not None and not opened.done():
-            opened.set_result(None)
+    def _opened(self, key: str, by: Request | None = None) -> None:
+        """An answer came (``by`` None), or the first request (``by``) failed or went
+        back to the queue: the requests waiting for it go on."""
+        opener, opened = self._opening.get(key, (None, None))
+        if opened is None or opened.done() or (by is not None and by is not opener):
+            return
+        opened.set_result(None)
 
     # -------------------------------------------------------------- listening
 
@@ -231,7 +231,7 @@ class RateLimitMiddleware:
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
-        self._opened(origin(request))  # no answer: the next request opens the connection
+        self._opened(origin(request), by=request)
 
     async def _first_answer(self, key: str) -> None:
         """The first request to an API also opened the connection (TCP, TLS), so it
