@@ -27,7 +27,7 @@ SPACING = 0.005
 # The guard above holds only from this interval up (1,200 requests a minute and
 # slower). A request's way to the server (the event loops at both ends, the
 # network) varies by a few tenths of a millisecond, so a shorter interval's share
-# of SPACING guards nothing; and a guarded send must go on time to the microsecond,
+# of SPACING guards nothing; and a guarded send must go on time to tens of µs,
 # which costs CPU at every send. Shorter intervals follow the booked timeline,
 # where a send that goes late does not delay the next ones.
 GUARD_MIN_INTERVAL = 0.05
@@ -48,7 +48,7 @@ JITTER, JITTER_MAX = 0.05, 1.0
 @dataclass(frozen=True, slots=True)
 class Reservation:
     """A send slot: wait ``delay`` seconds, then confirm it (``at``: the slot's time).
-    ``precise``: the send is guarded, so the waits must end on time to the microsecond
+    ``precise``: the send is guarded, so the waits must end on time to tens of µs
     rather than to the millisecond of the event loop's timers."""
 
     delay: float
