@@ -7,32 +7,30 @@ import json
 import math
 import time
 import urllib.error
-import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable
-from email.message import Message
 from typing import Any
 
 import jsonschema
 import pytest
 
-from ingest.mockapi import (
-    SCHEMA_PATH,
-    IdSet,
-    Injection,
-    Limit,
-    MockState,
-    RateLimiter,
-    Settings,
-    parse_args,
-    parse_limits,
-    settings_from,
-)
+from mockapi.calls import Answer, Call
+from mockapi.flags import parse_args, settings_from
+from mockapi.limits import Limit, RateLimiter, parse_limits
+from mockapi.settings import IdSet, Settings, parse_id_list
+from mockapi.state import Injection, MockState
 from tests.support.clock import FakeClock
-from tests.support.mockapi import MockAPI, ids_requested_more_than_once, span, statuses
+from tests.support.mockapi import (
+    REPO_ROOT,
+    MockAPI,
+    ids_requested_more_than_once,
+    span,
+    statuses,
+)
+from tests.support.mockapi import fetch as get
 
 StartMock = Callable[..., MockAPI]
-_opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+SCHEMA_PATH = REPO_ROOT / "ingest" / "schemas" / "item.schema.json"
 
 
 def allowed_at(limiter: RateLimiter, clock: FakeClock, times: Iterable[float]) -> list[bool]:
@@ -43,11 +41,15 @@ def allowed_at(limiter: RateLimiter, clock: FakeClock, times: Iterable[float]) -
     return result
 
 
+def ask(state: MockState, item_id: object = 1) -> Answer:
+    return state.handle(Call.item(str(item_id)))
+
+
 def answers_at(state: MockState, clock: FakeClock, times: Iterable[float]) -> list[str]:
     """The record's reasons, after one more request at each time."""
     for t in times:
         clock.now = t
-        state.handle("1", "/items/1")
+        ask(state)
     return [entry["reason"] for entry in state.record]
 
 
@@ -126,7 +128,7 @@ def test_requests_paced_exactly_at_the_rate_are_allowed_despite_float_noise(algo
 def test_retry_after_seconds_is_the_ceiling_of_the_wait() -> None:
     clock = FakeClock(1000.25)
     state = state_for(clock, limits=[Limit(2, 60)])
-    answers = [state.handle("1", "/items/1") for _ in range(3)]
+    answers = [ask(state, 1) for _ in range(3)]
     assert [a.status for a in answers] == [200, 200, 429]
     assert "Retry-After" not in answers[0].headers
     assert answers[2].headers["Retry-After"] == "20"  # the window ends at 1020
@@ -136,15 +138,15 @@ def test_retry_after_seconds_is_at_least_1() -> None:
     clock = FakeClock(1000.0)
     state = state_for(clock, limits=[Limit(10, 1)], algorithm="token")
     assert answers_at(state, clock, [1000.0, 1000.05]) == ["ok", "limit"]
-    assert state.handle("1", "/items/1").headers["Retry-After"] == "1"  # 0.05 s, rounded up
+    assert ask(state, 1).headers["Retry-After"] == "1"  # 0.05 s, rounded up
 
 
 def test_retry_after_http_date_names_the_unlock_second_and_date_says_now() -> None:
     clock = FakeClock(1000.25)
     state = state_for(clock, limits=[Limit(1, 60)], retry_after="http-date", limit_status=403)
-    state.handle("1", "/items/1")
+    ask(state, 1)
     clock.now = 1010.75
-    answer = state.handle("2", "/items/2")
+    answer = ask(state, 2)
     assert answer.status == 403
     assert answer.headers["Retry-After"] == email.utils.formatdate(1020, usegmt=True)
     assert answer.headers["Date"] == email.utils.formatdate(1010, usegmt=True)
@@ -153,7 +155,7 @@ def test_retry_after_http_date_names_the_unlock_second_and_date_says_now() -> No
 def test_retry_after_none_sends_no_header() -> None:
     clock = FakeClock()
     state = state_for(clock, limits=[Limit(1, 60)], retry_after="none")
-    answers = [state.handle("1", "/items/1") for _ in range(3)]
+    answers = [ask(state, 1) for _ in range(3)]
     assert [a.reason for a in answers] == ["ok", "limit", "limit"]  # nothing named: no block
     assert "Retry-After" not in answers[1].headers
 
@@ -177,7 +179,7 @@ def test_early_requests_count_in_the_sliding_log() -> None:
     state = state_for(clock, limits=[Limit(1, 10)], algorithm="sliding")
     assert answers_at(state, clock, [1000, 1001, 1005]) == ["ok", "limit", "early"]
     # The 429 at 1001 blocked until 1011; the early arrival at 1005 keeps the log full to 1015.
-    assert state.handle("1", "/items/1").headers["Retry-After"] == "10"
+    assert ask(state, 1).headers["Retry-After"] == "10"
 
 
 @pytest.mark.parametrize(
@@ -188,7 +190,7 @@ def test_x_ratelimit_headers(reset_format: str, reset: str) -> None:
     state = state_for(
         clock, limits=[Limit(5, 60)], headers="x-ratelimit", reset_format=reset_format
     )
-    headers = state.handle("1", "/items/1").headers
+    headers = ask(state, 1).headers
     assert headers["X-RateLimit-Limit"] == "5"
     assert headers["X-RateLimit-Remaining"] == "4"
     assert headers["X-RateLimit-Reset"] == reset
@@ -198,7 +200,7 @@ def test_x_ratelimit_headers(reset_format: str, reset: str) -> None:
 def test_ietf_headers_on_allowed_and_refused_answers() -> None:
     clock = FakeClock(1000.25)
     state = state_for(clock, limits=[Limit(1, 60)], headers="ietf")
-    first, second = state.handle("1", "/items/1"), state.handle("2", "/items/2")
+    first, second = ask(state, 1), ask(state, 2)
     assert (first.status, second.status) == (200, 429)
     for answer in (first, second):
         assert answer.headers["RateLimit-Policy"] == '"default";q=1;w=60'
@@ -209,34 +211,34 @@ def test_ietf_headers_on_allowed_and_refused_answers() -> None:
 def test_headers_announce_the_most_restrictive_limit() -> None:
     clock = FakeClock(1000.0)
     state = state_for(clock, limits=parse_limits("100/60,10/1"), headers="both")
-    headers = state.handle("1", "/items/1").headers
+    headers = ask(state, 1).headers
     assert headers["X-RateLimit-Limit"] == "10"
     assert headers["RateLimit"] == '"default";r=9;t=1'
     # Equal remaining: the lower rate (5 per minute) is the tighter one.
     tie = state_for(clock, limits=parse_limits("5/1,5/60"), headers="both")
-    assert tie.handle("1", "/items/1").headers["RateLimit-Policy"] == '"default";q=5;w=60'
+    assert ask(tie, 1).headers["RateLimit-Policy"] == '"default";q=5;w=60'
 
 
 def test_token_bucket_headers_count_whole_tokens() -> None:
     clock = FakeClock(1000.0)
     state = state_for(clock, limits=[Limit(10, 1)], algorithm="token", burst=5, headers="both")
-    state.handle("1", "/items/1")
-    headers = state.handle("2", "/items/2").headers
+    ask(state, 1)
+    headers = ask(state, 2).headers
     assert headers["X-RateLimit-Remaining"] == "3"
     assert headers["X-RateLimit-Reset"] == "1"  # a token every 0.1 s, rounded up
     clock.now = 1000.45
-    assert state.handle("3", "/items/3").headers["RateLimit"] == '"default";r=4;t=1'
+    assert ask(state, 3).headers["RateLimit"] == '"default";r=4;t=1'
 
 
 def test_injections_wait_their_turn_then_answer_count_requests() -> None:
     state = state_for(FakeClock(), limits=[], enforce_retry_after=False)
     state.injections.append(Injection(503, count=2, after=1, retry_after=3))
-    answers = [state.handle(str(i), f"/items/{i}") for i in range(4)]
+    answers = [ask(state, i) for i in range(4)]
     assert [a.status for a in answers] == [200, 503, 503, 200]
     assert [a.reason for a in answers] == ["ok", "injected", "injected", "ok"]
     assert answers[1].headers["Retry-After"] == "3"
     state.injections.append(Injection(429, retry_after=1.5, retry_after_format="http-date"))
-    retry_at = state.handle("9", "/items/9").headers["Retry-After"]
+    retry_at = ask(state, 9).headers["Retry-After"]
     assert retry_at == email.utils.formatdate(1002, usegmt=True)  # 1000 + 1.5, rounded up
     with pytest.raises(ValueError, match="count"):
         Injection(429, count=0)
@@ -246,7 +248,7 @@ def test_error_rate_is_deterministic_for_a_seed() -> None:
     def run(seed: int) -> list[int]:
         clock, lax = FakeClock(), {"enforce_retry_after": False}
         state = state_for(clock, limits=[], error_rate=0.3, seed=seed, error_retry_after=7, **lax)
-        answers = [state.handle(str(i), "/items/x") for i in range(200)]
+        answers = [ask(state, i) for i in range(200)]
         assert all(a.headers["Retry-After"] == "7" for a in answers if a.status == 503)
         return [a.status for a in answers]
 
@@ -268,6 +270,7 @@ def test_id_sets_and_limits_parse_or_name_the_bad_value() -> None:
             parse_limits(bad)
     with pytest.raises(ValueError, match="9-3"):
         IdSet("9-3")
+    assert parse_id_list("5, 17-19,abc") == ("5", "17", "18", "19", "abc")
 
 
 @pytest.mark.parametrize(
@@ -282,6 +285,18 @@ def test_id_sets_and_limits_parse_or_name_the_bad_value() -> None:
         ["--port", "-1"],
         ["--burst", "0"],
         ["--error-statuses", "500,x"],
+        ["--retry-after-value", "-1"],
+        ["--retry-after-value", "5", "--retry-after", "none"],
+        ["--tokens", "a,,b"],
+        ["--token-limit", "a=10/60"],
+        ["--token-limit", "10/60", "--token", "a"],
+        ["--shared-limit", "10"],
+        ["--max-batch", "0"],
+        ["--max-url", "0"],
+        ["--extra-ids", "5-1"],
+        ["--pagination", "scroll"],
+        ["--max-per-page", "0"],
+        ["--change-rate", "-1"],
     ],
 )
 def test_bad_flag_values_are_argparse_errors(
@@ -308,6 +323,32 @@ def test_defaults() -> None:
         True,
         300,
     )
+    assert (settings.tokens, settings.token_limits, settings.shared_limits) == ([], {}, [])
+    assert (settings.max_batch, settings.max_url, settings.batch_items) == (None, None, "items")
+    assert (settings.catalog, settings.pagination, settings.max_per_page) == (1000, "page", 100)
+    assert (settings.retry_after_value, settings.change_rate, settings.count_304) == (
+        None,
+        0.0,
+        True,
+    )
+
+
+def test_tokens_from_every_flag_and_their_limits() -> None:
+    args = parse_args(
+        ["--token", "a", "--tokens", "b,c=", "--token", "a", "--token-limit", "c==10/1,20/60"]
+    )
+    settings = settings_from(args)
+    assert settings.tokens == ["a", "b", "c="]
+    assert settings.token_limits == {"c=": [Limit(10, 1), Limit(20, 60)]}
+    assert "c=" not in repr(settings)  # tokens stay out of reprs, and so out of logs
+
+
+def test_a_flag_error_names_a_token_by_fingerprint_only(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--token", "a", "--token-limit", "s3cret=10/60"])
+    err = capsys.readouterr().err
+    assert "s3cret" not in err
+    assert "1ec1c26b" in err  # sha256("s3cret")[:8]
 
 
 def test_record_helpers() -> None:
@@ -323,16 +364,6 @@ def test_record_helpers() -> None:
 
 
 # The real server
-
-
-def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Message, bytes]:
-    request = urllib.request.Request(url, headers=headers or {})
-    try:
-        with _opener.open(request, timeout=10) as response:
-            return response.status, response.headers, response.read()
-    except urllib.error.HTTPError as error:
-        with error:
-            return error.code, error.headers, error.read()
 
 
 def test_items_satisfy_the_bundled_schema_and_failure_ids_fail(mockapi: StartMock) -> None:
@@ -421,16 +452,27 @@ def test_a_token_is_required_and_never_recorded_or_logged(mockapi: StartMock) ->
     assert secret not in api.stderr() + json.dumps(record)
 
 
+RECORD_FIELDS = {
+    "t", "status", "path", "raw_path", "query", "id", "ids", "reason", "auth", "token", "agent",
+}  # fmt: skip
+
+
 def test_the_record_and_the_control_endpoints(mockapi: StartMock) -> None:
     api = mockapi("--limit", "none")
     before = time.time()
-    get(api.url(1))
-    get(api.base + "/items/a%20b")
+    get(api.url(1), {"User-Agent": "ingest-test/1.0"})
+    get(api.base + "/items/a%20b?x=1", {"Authorization": "Bearer t0k"})
     after = time.time()
     record = api.requests()
-    assert [set(e) for e in record] == [{"t", "status", "path", "id", "reason", "auth"}] * 2
+    assert [set(e) for e in record] == [RECORD_FIELDS] * 2
     assert before <= record[0]["t"] <= record[1]["t"] <= after
-    assert [(e["path"], e["id"]) for e in record] == [("/items/1", "1"), ("/items/a b", "a b")]
+    assert [(e["path"], e["raw_path"], e["query"]) for e in record] == [
+        ("/items/1", "/items/1", ""), ("/items/a b", "/items/a%20b?x=1", "x=1"),
+    ]  # fmt: skip
+    assert [(e["id"], e["ids"]) for e in record] == [("1", ["1"]), ("a b", ["a b"])]
+    assert record[0]["agent"] == "ingest-test/1.0"
+    # No token configured: every request is let in, and a bearer sent is still fingerprinted.
+    assert [(e["auth"], e["token"]) for e in record] == [(True, None), (True, "98e4e276")]
     assert api.requests(since=1) == record[1:]
     api.reset()
     assert api.requests() == []

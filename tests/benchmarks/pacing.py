@@ -24,7 +24,7 @@ from pathlib import Path
 
 import scrapy
 
-from ingest.mockapi import parse_limits
+from mockapi.limits import parse_limits
 from tests.benchmarks.clients import (
     AIOLIMITER_CONCURRENCY,
     NAMES,
@@ -197,7 +197,7 @@ def report(
         "from a token bucket with burst 1) can differ from one run to the next.",
         "",
         "Each row is one client fetching the same ids, given the same configured rate, from a "
-        "fresh mock API process (`python -m ingest.mockapi`). Every figure except the outcome "
+        "fresh mock API process (`python -m mockapi`). Every figure except the outcome "
         "and the last four columns comes from the server's record of the requests it received.",
         "",
         "- **span**: first request to last, as the server saw them.",

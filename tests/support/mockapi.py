@@ -8,9 +8,12 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.parse
 import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
+from email.message import Message
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -24,7 +27,7 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 class MockAPI:
-    """`python -m ingest.mockapi --port 0 *args`, running until `stop()`."""
+    """`python -m mockapi --port 0 *args`, running until `stop()`."""
 
     def __init__(self, *args: str, timeout: float = 10.0) -> None:
         self.args = args
@@ -32,7 +35,7 @@ class MockAPI:
         # server. It lives as long as this object and is closed by stop().
         self._stderr = tempfile.TemporaryFile()  # noqa: SIM115
         self._stderr_text = ""
-        command = [sys.executable, "-m", "ingest.mockapi", "--port", "0", *args]
+        command = [sys.executable, "-m", "mockapi", "--port", "0", *args]
         self.process = subprocess.Popen(
             command, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=self._stderr, text=True
         )
@@ -43,6 +46,7 @@ class MockAPI:
             raise
         self.port = int(self.base.rsplit(":", 1)[1])
         self.url_template = self.base + "/items/{id}"
+        self.batch_url_template = self.base + "/items?ids={ids}"
 
     def _read_ready_line(self, timeout: float) -> str:
         assert self.process.stdout is not None
@@ -66,6 +70,11 @@ class MockAPI:
     def url(self, item_id: object) -> str:
         return self.url_template.format(id=item_id)
 
+    def batch_url(self, ids: Iterable[object]) -> str:
+        """GET /items?ids=…, each id percent-encoded (a comma in an id included)."""
+        encoded = ",".join(urllib.parse.quote(str(item_id), safe="") for item_id in ids)
+        return self.batch_url_template.format(ids=encoded)
+
     def _call(self, path: str, body: dict[str, Any] | None = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(
@@ -76,11 +85,12 @@ class MockAPI:
             return json.load(response)
 
     def requests(self, since: int = 0) -> list[dict[str, Any]]:
-        """The server's record of /items requests: t, status, path, id, reason, auth."""
+        """The server's record of /items requests: t, status, path, raw_path, query, id,
+        ids, reason, auth, token (a fingerprint), agent."""
         return list(self._call(f"/_mock/requests?since={since}")["requests"])
 
     def reset(self) -> None:
-        """Forget the record, the limiter state and pending injections."""
+        """Back to the start: the record, quotas, injections, revoked tokens, changed items."""
         self._call("/_mock/reset", {})
 
     def inject(self, **spec: Any) -> None:
@@ -90,6 +100,18 @@ class MockAPI:
     def configure(self, **changes: Any) -> dict[str, Any]:
         """latency and/or error_rate; returns both as now set."""
         return dict(self._call("/_mock/config", changes))
+
+    def revoke(self, token: str) -> None:
+        """From now on, requests with this token get 401."""
+        self._call("/_mock/revoke", {"token": token})
+
+    def change(self, ids: Iterable[object]) -> dict[str, dict[str, Any]]:
+        """Change these items now; returns their new updated_at and version."""
+        return dict(self._call("/_mock/change", {"ids": [str(i) for i in ids]}))
+
+    def changed_items(self) -> dict[str, dict[str, Any]]:
+        """Every item changed so far: {id: {"updated_at": …, "version": …}}."""
+        return dict(self._call("/_mock/items"))
 
     def stderr(self) -> str:
         """What the server wrote to stderr (its log, with --access-log) so far."""
@@ -149,5 +171,19 @@ def statuses(entries: Iterable[dict[str, Any]]) -> Counter[int]:
 
 
 def ids_requested_more_than_once(entries: Iterable[dict[str, Any]]) -> set[str]:
-    counts = Counter(entry["id"] for entry in entries)
+    """Ids asked for by more than one request (or twice by one batch)."""
+    counts = Counter(item_id for entry in entries for item_id in entry.get("ids", [entry["id"]]))
     return {item_id for item_id, n in counts.items() if n > 1}
+
+
+def fetch(
+    url: str, headers: dict[str, str] | None = None, data: bytes | None = None
+) -> tuple[int, Message, bytes]:
+    """GET (POST with `data`) a URL as is; any status: (status, headers, body)."""
+    request = urllib.request.Request(url, data=data, headers=headers or {})
+    try:
+        with _opener.open(request, timeout=10) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.headers, error.read()

@@ -1,11 +1,11 @@
-"""The mock API's quota algorithms: fixed window, sliding log, token bucket, on a given clock."""
+"""Quota algorithms: fixed window, sliding log and refilling bucket, on a given clock."""
 
 from __future__ import annotations
 
 import math
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 ALGORITHMS = ("fixed", "sliding", "token")
@@ -120,7 +120,7 @@ class SlidingLog(Window):
         return self.log[max(0, len(self.log) - self.limit.count)] + self.limit.period - now
 
 
-class TokenBucket(Window):
+class RefillingBucket(Window):
     """Holds up to `burst` tokens, refilled at count/period per second, starting full."""
 
     def __init__(self, limit: Limit, burst: int = 1) -> None:
@@ -148,7 +148,9 @@ class TokenBucket(Window):
 
 
 @dataclass(frozen=True)
-class Quota:
+class QuotaView:
+    """One limit as quota headers announce it: what is left, and when more frees up."""
+
     limit: Limit
     remaining: int
     reset_in: float
@@ -171,29 +173,39 @@ class RateLimiter:
 
     def reset(self) -> None:
         kinds = {"fixed": FixedWindow, "sliding": SlidingLog}
-        make = kinds.get(self.algorithm, lambda limit: TokenBucket(limit, self.burst))
+        make = kinds.get(self.algorithm, lambda limit: RefillingBucket(limit, self.burst))
         self.windows: list[Window] = [make(limit) for limit in self.limits]
 
     def wait(self, now: float | None = None) -> float:
         now = self.clock() if now is None else now
         return max((window.wait(now) for window in self.windows), default=0.0)
 
-    def hit(self, now: float | None = None) -> float:
-        """Count one arrival: 0.0 if allowed, else the seconds until one would be."""
-        now = self.clock() if now is None else now
-        allowed = self.wait(now) <= 0
+    def record(self, now: float, allowed: bool) -> None:
         for window in self.windows:
             window.record(now, allowed)
-        return 0.0 if allowed else self.wait(now)
+
+    def hit(self, now: float | None = None) -> float:
+        """Count one arrival: 0.0 if allowed, else the seconds until one would be."""
+        return hit_all([self], self.clock() if now is None else now)
 
     def reject(self, now: float | None = None) -> None:
         """Count an arrival refused for another reason (only a sliding log remembers it)."""
-        now = self.clock() if now is None else now
-        for window in self.windows:
-            window.record(now, False)
+        self.record(self.clock() if now is None else now, allowed=False)
 
-    def quota(self, now: float | None = None) -> Quota | None:
+    def quota(self, now: float | None = None) -> QuotaView | None:
         """The most restrictive limit: least remaining, then lowest rate."""
         now = self.clock() if now is None else now
-        quotas = [Quota(w.limit, w.remaining(now), w.reset_in(now)) for w in self.windows]
+        quotas = [QuotaView(w.limit, w.remaining(now), w.reset_in(now)) for w in self.windows]
         return min(quotas, key=lambda q: (q.remaining, q.limit.rate), default=None)
+
+
+def hit_all(limiters: Sequence[RateLimiter], now: float) -> float:
+    """One arrival against several limiters: allowed only if all allow it, and then uses all.
+
+    Returns 0.0 if allowed, else the seconds until an arrival would be.
+    """
+    allowed = all(limiter.wait(now) <= 0 for limiter in limiters)
+    for limiter in limiters:
+        limiter.record(now, allowed)
+    # Measured after recording: a sliding log's wait grows with the refused arrival itself.
+    return 0.0 if allowed else max(limiter.wait(now) for limiter in limiters)

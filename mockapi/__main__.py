@@ -1,0 +1,5 @@
+"""`python -m mockapi`: run the mock API until SIGINT or SIGTERM."""
+
+from mockapi.cli import main
+
+main()

@@ -1,0 +1,82 @@
+"""Listing pages of the catalogue in five styles: page, offset, cursor, Link header, next URL."""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Callable, Mapping
+from urllib.parse import urlencode
+
+from mockapi.calls import Answer, BadRequest, Call, json_object
+from mockapi.catalog import Catalog, Key, parse_timestamp
+
+DEFAULT_PER_PAGE = 100
+# A list of item ids → the JSON array of their payloads.
+Render = Callable[[list[str]], bytes]
+
+
+def listing_page(
+    call: Call, catalog: Catalog, style: str, max_per_page: int, render: Render
+) -> Answer:
+    """One page of the listing that `call` asks for, in `style`; BadRequest if malformed."""
+    params = call.params
+    since = None
+    if "updated_since" in params:
+        try:
+            since = parse_timestamp(params["updated_since"])
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from exc
+    size_name = "limit" if style == "offset" else "per_page"
+    size = min(number(params, size_name, DEFAULT_PER_PAGE, low=1), max_per_page)
+    if style == "cursor":
+        after = decode_cursor(params["cursor"]) if "cursor" in params else None
+        ids = catalog.listing(since, after)
+        cursor = encode_cursor(catalog.key(ids[size - 1])) if len(ids) > size else None
+        return Answer(200, "ok", json_object(data=render(ids[:size]), next_cursor=cursor))
+    ids = catalog.listing(since)
+    total = len(ids)
+    if style == "offset":
+        offset = number(params, "offset", 0, low=0)
+        return Answer(
+            200, "ok", json_object(items=render(ids[offset : offset + size]), total=total)
+        )
+    page = number(params, "page", 1, low=1)
+    items = render(ids[(page - 1) * size : page * size])
+    last = max(1, math.ceil(total / size))
+    following = page_url(call, page + 1) if page < last else None
+    if style == "next":
+        return Answer(200, "ok", json_object(results=items, next=following))
+    if style == "link":
+        links = [f'<{following}>; rel="next"'] if following else []
+        links.append(f'<{page_url(call, last)}>; rel="last"')
+        return Answer(200, "ok", items, headers={"Link": ", ".join(links)})
+    body = json_object(items=items, total=total, page=page, per_page=size)
+    return Answer(200, "ok", body)
+
+
+def number(params: Mapping[str, str], name: str, default: int, low: int) -> int:
+    value = params.get(name)
+    if value is None:
+        return default
+    if not (value.isascii() and value.isdecimal()) or int(value) < low:
+        raise BadRequest(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+def page_url(call: Call, page: int) -> str:
+    """The absolute URL of another page: the same query but for `page`."""
+    return f"{call.origin}{call.path}?{urlencode({**call.params, 'page': page})}"
+
+
+def encode_cursor(key: Key) -> str:
+    """Where the next page starts: after this (updated_at, id), whatever changes meanwhile."""
+    return base64.urlsafe_b64encode(f"{key[0]}.{key[1]}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> Key:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        updated_at, _, item = text.partition(".")
+        return int(updated_at), int(item)
+    except ValueError as exc:
+        raise BadRequest(f"not a cursor this server gave: {cursor!r}") from exc
