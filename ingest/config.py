@@ -10,7 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from jsonschema import SchemaError
 from jsonschema.validators import validator_for
@@ -90,6 +90,16 @@ class IdFile:
         return str(self.path)
 
 
+def check_id(id_: str) -> str | None:
+    """Why ``id_`` cannot be an id (it goes into the URL as one percent-encoded path
+    segment), or None when it can."""
+    if id_ in {".", ".."}:
+        return "'.' and '..' are not path segments a URL can hold"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in id_):
+        return "it holds a control character"
+    return None
+
+
 def open_ids_file(value: str) -> IdFile:
     path = Path(value)
     if not path.is_file():
@@ -98,11 +108,12 @@ def open_ids_file(value: str) -> IdFile:
         with path.open(encoding="utf-8") as lines:
             for number, line in enumerate(lines, 1):
                 id_ = line.strip()
-                if id_.startswith("#"):
+                if not id_ or id_.startswith("#"):
                     continue
-                if any(ch.isspace() for ch in id_) or "/" in id_:
+                if (why := check_id(id_)) is not None:
                     raise ConfigError(
-                        f"ids_file: line {number} of {value!r} is not one id: {line.rstrip()!r}"
+                        f"ids_file: line {number} of {value!r} is not an id ({why}): "
+                        f"{line.rstrip(chr(10))!r}"
                     )
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"ids_file: cannot read {value!r}: {exc}") from exc
@@ -112,8 +123,19 @@ def open_ids_file(value: str) -> IdFile:
 IdSource = IdRanges | IdFile
 
 
+SPIDER_ARGUMENTS = ("ids", "ids_file", "refresh")
+# scrapyd passes every job its id as a spider argument.
+SCRAPYD_ARGUMENTS = ("_job",)
+
+
 def id_source(args: dict[str, Any]) -> IdSource:
     """The spider's id set from its arguments: exactly one of ``ids`` and ``ids_file``."""
+    unknown = sorted(set(args) - {*SPIDER_ARGUMENTS, *SCRAPYD_ARGUMENTS})
+    if unknown:
+        names = ", ".join(f"{name}={args[name]!r}" for name in unknown)
+        raise ConfigError(
+            f"unknown argument {names} (the api spider takes {', '.join(SPIDER_ARGUMENTS)})"
+        )
     ids, ids_file = args.get("ids"), args.get("ids_file")
     if ids is not None and ids_file is not None:
         raise ConfigError(
@@ -185,24 +207,58 @@ def parse_rates(value: Any, name: str = "RATELIMIT_RATE") -> tuple[Rate, ...]:
     return by_period(set(rates))
 
 
-def parse_positive_int(name: str, value: Any) -> int:
+def parse_int(name: str, value: Any, *, least: int | None = None) -> int:
+    """An integer setting, at least ``least`` when given."""
+    if isinstance(value, bool):
+        value = str(value)
     try:
         number = int(str(value).strip())
     except ValueError:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}") from None
-    if number < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        raise ConfigError(f"{name} must be an integer, got {value!r}") from None
+    if least is not None and number < least:
+        raise ConfigError(f"{name} must be an integer >= {least}, got {value!r}")
     return number
 
 
-def parse_seconds(name: str, value: Any) -> float:
+def parse_positive_int(name: str, value: Any) -> int:
+    return parse_int(name, value, least=1)
+
+
+def parse_seconds(name: str, value: Any, *, positive: bool = False) -> float:
+    """A duration setting in seconds: >= 0, or > 0 when ``positive``."""
     try:
         number = float(str(value).strip())
     except ValueError:
         raise ConfigError(f"{name} must be a number of seconds, got {value!r}") from None
-    if not math.isfinite(number) or number < 0:
-        raise ConfigError(f"{name} must be a number of seconds, got {value!r}")
+    if not math.isfinite(number) or number < 0 or (positive and number == 0):
+        bound = "> 0" if positive else ">= 0"
+        raise ConfigError(f"{name} must be a number of seconds {bound}, got {value!r}")
     return number
+
+
+def parse_number(name: str, value: Any) -> float:
+    """A positive finite number."""
+    try:
+        number = float(str(value).strip())
+    except ValueError:
+        number = math.nan
+    if not math.isfinite(number) or number <= 0:
+        raise ConfigError(f"{name} must be a number > 0, got {value!r}")
+    return number
+
+
+def parse_bool_setting(name: str, value: Any) -> bool:
+    """A boolean setting, as Scrapy's ``getbool`` reads it (which raises on anything else)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if str(value) in {"True", "true"}:
+        return True
+    if str(value) in {"False", "false"}:
+        return False
+    try:
+        return bool(int(str(value)))
+    except ValueError:
+        raise ConfigError(f"{name} must be True or False (or 1 or 0), got {value!r}") from None
 
 
 # ---------------------------------------------------------------- API URL
@@ -214,13 +270,21 @@ def check_api_url(value: Any) -> str:
     parts = urlsplit(template)
     if parts.scheme not in {"http", "https"} or not parts.netloc:
         raise ConfigError(f"API_URL must be an http(s) URL with {{id}}, got {template!r}")
-    if "{id}" not in template:
-        raise ConfigError(f"API_URL must contain {{id}} where the id goes, got {template!r}")
+    if template.count("{id}") != 1:
+        raise ConfigError(
+            f"API_URL must contain {{id}} exactly once, where the id goes, got {template!r}"
+        )
     try:
         template.format(id="1")
     except (KeyError, IndexError, ValueError):
         raise ConfigError(f"API_URL may hold no placeholder but {{id}}, got {template!r}") from None
     return template
+
+
+def url_for(template: str, id_: str) -> str:
+    """The URL of one id: the id percent-encoded whole, so that ``#``, ``?``, ``/`` or
+    ``%`` in it stay part of it instead of changing which item the URL names."""
+    return template.format(id=quote(id_, safe=""))
 
 
 def api_key(template: str) -> str:

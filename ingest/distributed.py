@@ -33,7 +33,7 @@ from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.scheduler import Scheduler
 
 from ingest.config import IdRanges, IdSource
-from ingest.storage import mask_url
+from ingest.masking import mask_url
 
 if TYPE_CHECKING:
     from scrapy import Request, Spider

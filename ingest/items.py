@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 STORED, NOT_FOUND, INVALID, FAILED = "stored", "not_found", "invalid", "failed"
 STATES = (STORED, NOT_FOUND, INVALID, FAILED)
+
+
+def as_json(data: str | None) -> Any:
+    """The payload as the JSON value it is, for feed exports (``-O items.jsonl``)."""
+    if data is None:
+        return None
+    try:
+        return json.loads(data)
+    except ValueError:
+        return data
 
 
 @dataclass(slots=True)
@@ -21,7 +32,7 @@ class Outcome:
     state: str
     url: str
     status: int | None = None
-    data: str | None = None
+    data: str | None = field(default=None, metadata={"serializer": as_json})
     reason: str | None = None
     fetched_at: float = 0.0
     payload: Any = field(default=None, repr=False)

@@ -25,8 +25,10 @@ from ingest.config import (
     parse_rates,
     parse_seconds,
 )
+from ingest.endings import PAUSED, UNAUTHORIZED, end_crawl
 from ingest.headers import Quota, rate_limited, retry_after_seconds
 from ingest.headers import quota as quota_from
+from ingest.masking import fingerprint
 from ingest.ratelimit import Backend, MemoryBackend
 from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
 
@@ -42,7 +44,6 @@ logger = logging.getLogger(__name__)
 
 RETRIES_META = "ratelimit_retries"
 SENT_META = "ratelimit_sent"
-PAUSED_REASON = "ratelimit_paused"
 # Quota headers count in whole seconds: a reset this short says too little to act on.
 RESET_RESOLUTION = 1.0
 
@@ -155,10 +156,10 @@ class RateLimitMiddleware:
                 await self._await_first_answer(key, request)
             slot = await self.backend.reserve(key)
             while True:
-                if slot.delay > self.max_pause:
+                if slot.imposed > self.max_pause:
                     # Paused by an answer another worker got, or a quota spent
                     # for longer than anyone should wait.
-                    self._stop(key, slot.delay, "the shared bucket is paused")
+                    self._stop(key, slot.imposed, "the shared bucket is paused")
                 if slot.delay > 0:
                     await self.waiter.sleep(slot.delay, precise=slot.precise)
                 confirmed = await self.backend.confirm(key, slot)
@@ -240,7 +241,7 @@ class RateLimitMiddleware:
         bucket with no burst would see the two closer than allowed."""
         self._answered.add(key)
         if self.burst == 1:
-            await self.backend.pause(key, 60 / await self.backend.per_minute(key))
+            await self.backend.restart(key)
 
     async def _follow_quota(self, key: str, quota: Quota, sent_at: float) -> None:
         if (
@@ -320,37 +321,63 @@ class RateLimitMiddleware:
             "Run the same command again after %s to continue.",
             key, seconds, why, self.max_pause, resume_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
         )  # fmt: skip
-        engine = self.crawler.engine
-        if engine is not None:
-            self._closing = asyncio.ensure_future(engine.close_spider_async(reason=PAUSED_REASON))
+        self._closing = end_crawl(self.crawler, PAUSED)
 
 
 class ApiTokenMiddleware:
-    """Adds ``Authorization: Bearer …`` to API requests as they leave, and only then.
+    """Adds ``Authorization: Bearer …`` to API requests as they leave, and only then;
+    stops the crawl when the API refuses the token.
 
     The header is removed again when the answer comes back, so the retried,
     redirected or returned copies of a request never carry the token to the
-    scheduler, JOBDIR or Redis.
+    scheduler, JOBDIR or Redis. A 401, or a 403 with no sign of rate limiting before
+    any answer got through, means no request can succeed: every id would end
+    ``failed`` and the quota be spent for nothing. The crawl stops instead, the
+    refused requests go back to the queue, and no id is marked.
     """
 
-    def __init__(self, token: str, api_origin: str) -> None:
-        self.header = f"Bearer {token}".encode()
+    def __init__(self, crawler: Crawler, token: str | None, api_origin: str) -> None:
+        self.crawler = crawler
+        self.header = f"Bearer {token}".encode() if token else None
+        self.token_name = f"API_TOKEN {fingerprint(token)}…" if token else "no API_TOKEN set"
         self.api_origin = api_origin
+        self.accepted = False
+        self.refused = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         token = crawler.settings.get("API_TOKEN")
-        if not token:
-            raise NotConfigured
-        return cls(str(token), api_key(check_api_url(crawler.settings.get("API_URL"))))
+        template = check_api_url(crawler.settings.get("API_URL"))
+        return cls(crawler, str(token) if token else None, api_key(template))
 
     def process_request(self, request: Request) -> None:
-        if origin(request) == self.api_origin:
+        if self.header is not None and origin(request) == self.api_origin:
             request.headers[b"Authorization"] = self.header
 
     def process_response(self, request: Request, response: Response) -> Response:
         request.headers.pop(b"Authorization", None)
+        if origin(request) != self.api_origin:
+            return response
+        if self._refuses_token(response):
+            if not self.refused:
+                self.refused = True
+                logger.error(
+                    "%s answered %s (%s): stopping; no id was marked, and the same command "
+                    "with a working token continues.",
+                    self.api_origin, response_status_message(response.status), self.token_name,
+                )  # fmt: skip
+                end_crawl(self.crawler, UNAUTHORIZED)
+            raise give_back(self.crawler, request)
+        if response.status < 400 or response.status in (404, 410):
+            self.accepted = True
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         request.headers.pop(b"Authorization", None)
+
+    def _refuses_token(self, response: Response) -> bool:
+        if response.status == 401:
+            return True
+        if response.status != 403 or self.accepted or b"Retry-After" in response.headers:
+            return False
+        return not rate_limited(403, quota_from(response.headers, now=time.time()))

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+import socket
+from functools import partial
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import redis
 
@@ -11,38 +16,101 @@ from ingest.config import (
     check_api_url,
     id_source,
     load_schema,
+    parse_bool_setting,
     parse_flag,
-    parse_positive_int,
+    parse_int,
+    parse_number,
     parse_rates,
     parse_seconds,
 )
-from ingest.storage import StorageError, mask_url, open_store
+from ingest.masking import mask_url
+from ingest.storage import StorageError, open_store
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from scrapy.settings import BaseSettings
 
 BACKENDS = ("memory", "redis")
+CONNECT_TIMEOUT = 10.0
+
+
+class ApiUnreachable(ConfigError):
+    """The API's host cannot be resolved or connected to; nothing was sent."""
+
+
+def _log_level(name: str, value: Any) -> object:
+    if isinstance(value, int) or str(value) in logging.getLevelNamesMapping():
+        return value
+    raise ConfigError(f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}")
+
+
+def _status_codes(name: str, value: Any) -> object:
+    codes = value if isinstance(value, list | tuple) else str(value).split(",")
+    for code in codes:
+        try:
+            valid = 100 <= int(str(code).strip()) <= 599
+        except ValueError:
+            valid = False
+        if not valid:
+            raise ConfigError(f"{name} must list HTTP statuses like 500,503, got {value!r}")
+    return value
+
+
+# Every setting the project reads, and Scrapy's that users commonly pass: a bad value
+# fails here, in one line, rather than as a traceback or a silently odd crawl.
+CHECKS: dict[str, Callable[[str, Any], object]] = {
+    "CONCURRENT_REQUESTS": partial(parse_int, least=1),
+    "CONCURRENT_REQUESTS_PER_DOMAIN": partial(parse_int, least=1),
+    "CONCURRENT_ITEMS": partial(parse_int, least=1),
+    "DOWNLOAD_TIMEOUT": partial(parse_seconds, positive=True),
+    "DOWNLOAD_DELAY": parse_seconds,
+    "DOWNLOAD_MAXSIZE": partial(parse_int, least=0),
+    "RETRY_ENABLED": parse_bool_setting,
+    "RETRY_TIMES": partial(parse_int, least=0),
+    "RETRY_HTTP_CODES": _status_codes,
+    "RETRY_BACKOFF_BASE": parse_seconds,
+    "RETRY_BACKOFF_MAX": parse_seconds,
+    "RETRY_PRIORITY_ADJUST": parse_int,
+    "RATELIMIT_ENABLED": parse_bool_setting,
+    "RATELIMIT_RETRY_TIMES": partial(parse_int, least=0),
+    "RATELIMIT_MAX_PAUSE": parse_seconds,
+    "AUTOTHROTTLE_ENABLED": parse_bool_setting,
+    "AUTOTHROTTLE_START_DELAY": parse_seconds,
+    "AUTOTHROTTLE_MAX_DELAY": parse_seconds,
+    "AUTOTHROTTLE_TARGET_CONCURRENCY": parse_number,
+    "STORAGE_BATCH_SIZE": partial(parse_int, least=1),
+    "STORAGE_LINGER": parse_seconds,
+    "PROGRESS_INTERVAL": parse_seconds,
+    "DISTRIBUTED": parse_bool_setting,
+    "COOKIES_ENABLED": parse_bool_setting,
+    "ROBOTSTXT_OBEY": parse_bool_setting,
+    "HTTPCACHE_ENABLED": parse_bool_setting,
+    "LOG_ENABLED": parse_bool_setting,
+    "LOG_LEVEL": _log_level,
+}
 
 
 def check_settings(settings: BaseSettings) -> None:
     """Raise :class:`ConfigError` naming the first bad setting and its value."""
+    for name, check in CHECKS.items():
+        if settings.get(name) is not None:
+            check(name, settings.get(name))
     check_api_url(settings.get("API_URL"))
     if settings.getbool("RATELIMIT_ENABLED"):
         parse_rates(settings.get("RATELIMIT_RATE"))
-        parse_positive_int("RATELIMIT_BURST", settings.get("RATELIMIT_BURST"))
-        parse_seconds("RATELIMIT_MAX_PAUSE", settings.get("RATELIMIT_MAX_PAUSE"))
+        parse_int("RATELIMIT_BURST", settings.get("RATELIMIT_BURST"), least=1)
         backend = settings.get("RATELIMIT_BACKEND")
         if backend not in BACKENDS:
             raise ConfigError(f"RATELIMIT_BACKEND must be memory or redis, got {backend!r}")
     load_schema(settings.get("ITEM_SCHEMA"))
-    parse_positive_int("STORAGE_BATCH_SIZE", settings.get("STORAGE_BATCH_SIZE"))
-    parse_seconds("STORAGE_LINGER", settings.get("STORAGE_LINGER"))
     check_database(settings.get("DATABASE_URL"))
-    distributed = parse_flag("DISTRIBUTED", settings.get("DISTRIBUTED"))
+    distributed = settings.getbool("DISTRIBUTED")
     if distributed or settings.get("RATELIMIT_BACKEND") == "redis":
         check_redis(
             settings.get("REDIS_URL"), "DISTRIBUTED" if distributed else "RATELIMIT_BACKEND=redis"
         )
+    check_reachable(settings.get("API_URL"))
 
 
 def check_redis(url: Any, needed_by: str) -> None:
@@ -75,6 +143,28 @@ def check_database(url: Any) -> None:
         raise ConfigError(str(exc)) from exc
     finally:
         store.close()
+
+
+def check_reachable(template: str, timeout: float = CONNECT_TIMEOUT) -> None:
+    """The API's host resolves and accepts a connection (through the proxy, if one
+    applies), so that an unreachable API stops the crawl before any id is tried.
+    Nothing is sent: no quota is spent."""
+    parts = urlsplit(template.replace("{id}", "0"))
+    host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+    what = f"API_URL {parts.scheme}://{parts.netloc}"
+    proxy = getproxies().get(parts.scheme)
+    if proxy and not proxy_bypass(host):
+        proxied = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = proxied.hostname or "", proxied.port or 80
+        what += f" (through the proxy {mask_url(proxy)})"
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            pass
+    except socket.gaierror as exc:
+        raise ApiUnreachable(f"{what}: cannot resolve {host!r}: {exc.strerror}") from exc
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ApiUnreachable(f"{what}: cannot connect to {host}:{port}: {reason}") from exc
 
 
 def check_spider_args(args: dict[str, Any]) -> None:

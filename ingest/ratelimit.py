@@ -49,12 +49,15 @@ JITTER, JITTER_MAX = 0.05, 1.0
 class Reservation:
     """A send slot: wait ``delay`` seconds, then confirm it (``at``: the slot's time).
     ``precise``: the send is guarded, so the waits must end on time to tens of µs
-    rather than to the millisecond of the event loop's timers."""
+    rather than to the millisecond of the event loop's timers. ``imposed``: the part
+    of the delay the server imposed (a pause, a quota spent until its reset), as
+    opposed to the pacing of the configured rates."""
 
     delay: float
     epoch: int
     at: float
     precise: bool = False
+    imposed: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,14 +160,15 @@ class TokenBucket:
                 window = rate.period / self.scale
                 window += max(window * self.margin, WINDOW_MARGIN if self.margin else 0.0)
                 at = max(at, self._sends[-rate.limit] + window)
+        imposed = self.paused_until
         if at < self._budget_until:
             if self._budget_left > 0:
                 self._budget_left -= 1
             else:
-                at = self._budget_until
+                at = imposed = max(imposed, self._budget_until)
         self._tat = max(self._tat, at) + interval
         self._sends.append(at)
-        return Reservation(at - now, self.epoch, at, self.guarded)
+        return Reservation(at - now, self.epoch, at, self.guarded, max(0.0, imposed - now))
 
     def confirm(self, slot: Reservation) -> Confirmation:
         """Called at the booked time, just before sending."""
@@ -220,6 +224,13 @@ class TokenBucket:
         self._tat = until + (self.burst - 1) * self.interval
         return Pause(started=started, remaining=until - now, added=added)
 
+    def restart(self) -> None:
+        """The next send goes an interval from now at the soonest, and no booking made
+        before stands: pacing starts again from this moment."""
+        now = self.clock()
+        self._void_bookings(now)
+        self._tat = max(self._tat, now + self.interval * (1 + self.margin))
+
     def remaining_pause(self) -> float:
         return max(0.0, self.paused_until - self.clock())
 
@@ -269,6 +280,8 @@ class Backend(Protocol):
 
     async def pause(self, key: str, seconds: float) -> Pause: ...
 
+    async def restart(self, key: str) -> None: ...
+
     async def budget(self, key: str, remaining: int, reset: float, sent_at: float) -> None: ...
 
     async def adopt(self, key: str, rate: Rate) -> bool: ...
@@ -311,6 +324,9 @@ class MemoryBackend:
 
     async def pause(self, key: str, seconds: float) -> Pause:
         return self.bucket(key).pause(seconds)
+
+    async def restart(self, key: str) -> None:
+        self.bucket(key).restart()
 
     async def budget(self, key: str, remaining: int, reset: float, sent_at: float) -> None:
         self.bucket(key).budget(remaining, reset, sent_at)

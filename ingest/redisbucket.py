@@ -11,6 +11,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ingest.config import ConfigError, Rate
+from ingest.masking import mask_url
 from ingest.ratelimit import (
     DECREASE,
     FAST_STEP,
@@ -27,7 +28,6 @@ from ingest.ratelimit import (
     Pause,
     Reservation,
 )
-from ingest.storage import mask_url
 
 PREFIX = "ingest:ratelimit:"
 # A bucket nobody has used for this long is forgotten (longer if a window or a pause needs it).
@@ -128,8 +128,14 @@ for _, r in ipairs(rates()) do
     at = math.max(at, tonumber(oldest[2]) + window)
   end
 end
+local imposed = b.paused_until
 if at < b.budget_until then
-  if b.budget_left > 0 then b.budget_left = b.budget_left - 1 else at = b.budget_until end
+  if b.budget_left > 0 then
+    b.budget_left = b.budget_left - 1
+  else
+    at = math.max(imposed, b.budget_until)
+    imposed = at
+  end
 end
 b.tat = math.max(b.tat, at) + step
 b.seq = b.seq + 1
@@ -137,7 +143,7 @@ redis.call('ZADD', sends, num(at), b.seq)
 save()
 -- The longest window looks back maxlen sends: older ones can never count again.
 redis.call('ZREMRANGEBYRANK', sends, 0, -b.maxlen - 1)
-return {num(at - now), b.epoch, num(at), guarded() and 1 or 0}
+return {num(at - now), b.epoch, num(at), guarded() and 1 or 0, num(math.max(0, imposed - now))}
 """
 
 # ARGV[15]: the slot's epoch; ARGV[16]: its booked time, exactly as reserve returned it.
@@ -169,6 +175,13 @@ void_bookings()
 b.tat = till + (burst - 1) * interval()
 save()
 return {started and 1 or 0, num(till - now), num(added)}
+"""
+
+_RESTART = """
+void_bookings()
+b.tat = math.max(b.tat, now + interval() * (1 + margin))
+save()
+return 0
 """
 
 # ARGV[15]: remaining; ARGV[16]: reset (seconds); ARGV[17]: sent_at.
@@ -274,6 +287,7 @@ class RedisBackend:
         script = client.register_script
         self._reserve, self._confirm = script(_PRELUDE + _RESERVE), script(_PRELUDE + _CONFIRM)
         self._pause, self._budget = script(_PRELUDE + _PAUSE), script(_PRELUDE + _BUDGET)
+        self._restart = script(_PRELUDE + _RESTART)
         self._adopt, self._limited = script(_PRELUDE + _ADOPT), script(_PRELUDE + _LIMITED)
         self._succeeded = script(_PRELUDE + _SUCCEEDED)
         self._per_minute = script(_PRELUDE + _PER_MINUTE)
@@ -318,8 +332,8 @@ class RedisBackend:
             raise RedisUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
 
     async def reserve(self, key: str) -> Reservation:
-        delay, epoch, at, precise = await self._run(self._reserve, key)
-        return Reservation(float(delay), int(epoch), float(at), bool(precise))
+        delay, epoch, at, precise, imposed = await self._run(self._reserve, key)
+        return Reservation(float(delay), int(epoch), float(at), bool(precise), float(imposed))
 
     async def confirm(self, key: str, slot: Reservation) -> Confirmation:
         wait, at = await self._run(self._confirm, key, slot.epoch, repr(slot.at))
@@ -330,6 +344,9 @@ class RedisBackend:
             self._pause, key, repr(float(seconds)), repr(self.rand())
         )
         return Pause(bool(started), float(remaining), float(added))
+
+    async def restart(self, key: str) -> None:
+        await self._run(self._restart, key)
 
     async def budget(self, key: str, remaining: int, reset: float, sent_at: float) -> None:
         await self._run(self._budget, key, int(remaining), repr(float(reset)), repr(float(sent_at)))

@@ -87,6 +87,7 @@ DOWNLOADER_MIDDLEWARES = {
     "ingest.resume.SkipDoneMiddleware": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ingest.retry.BackoffRetryMiddleware": 550,
+    "ingest.unreachable.UnreachableMiddleware": 940,
     "ingest.middlewares.RateLimitMiddleware": 950,
     "ingest.middlewares.ApiTokenMiddleware": 960,
 }
@@ -113,3 +114,6 @@ TELNETCONSOLE_ENABLED = False
 # The RemoteControl extension serves an endpoint that runs Python code.
 REMOTE_CONTROL_ENABLED = False
 FEED_EXPORT_ENCODING = "utf-8"
+# What `-o`/`-O` exports of each outcome (not the parsed copy of the payload kept for
+# validation); `data` goes out as the JSON it is.
+FEED_EXPORT_FIELDS = ["id", "state", "data", "reason", "url", "status", "fetched_at"]

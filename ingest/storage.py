@@ -1,18 +1,17 @@
-"""The storage contract: records, the Store protocol, DATABASE_URL parsing and masking."""
+"""The storage contract: records, the Store protocol, DATABASE_URL parsing."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit
 
-STATES = ("stored", "not_found", "invalid", "failed")
+from ingest.masking import mask_url
 
-_QUERY_PASSWORD = re.compile(r"(?i)(\bpassword=)('(?:[^'\\]|\\.)*'|[^&\s]*)")
+STATES = ("stored", "not_found", "invalid", "failed")
 
 
 class StorageError(Exception):
@@ -37,7 +36,7 @@ class Store(Protocol):
 
     url: str
 
-    def connect(self) -> None: ...
+    def connect(self, *, create: bool = True) -> None: ...
 
     def write(self, records: Sequence[Record]) -> None: ...
 
@@ -150,16 +149,6 @@ def failure_payload(data: str | None) -> str | None:
 
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***: safe to log."""
-    scheme, sep, rest = url.partition("://")
-    # Up to the last "@": a password pasted without percent-encoding may hold "/", "#" or "@".
-    userinfo, at, tail = rest.rpartition("@")
-    if sep and at and ":" in userinfo:
-        url = f"{scheme}://{userinfo.split(':', 1)[0]}:***@{tail}"
-    return _QUERY_PASSWORD.sub(r"\1***", url)
 
 
 def open_store(url: str) -> Store:

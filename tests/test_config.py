@@ -57,13 +57,17 @@ def test_ids_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         id_source({"ids_file": str(tmp_path / "missing.txt")})
     bad = tmp_path / "bad.txt"
-    bad.write_text("1\ntwo ids\n", encoding="utf-8")
-    with pytest.raises(ConfigError, match="line 2"):
-        id_source({"ids_file": str(bad)})
+    for line, why in [("..", "path segments"), ("a\tb", "control character")]:
+        bad.write_text(f"1\n{line}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=f"line 2 .*{why}"):
+            id_source({"ids_file": str(bad)})
     with pytest.raises(ConfigError, match="either ids or ids_file"):
         id_source({"ids": "1", "ids_file": str(bad)})
     with pytest.raises(ConfigError, match="needs -a ids"):
         id_source({})
+    with pytest.raises(ConfigError, match="unknown argument idz='1'"):
+        id_source({"ids": "1", "idz": "1"})
+    assert list(id_source({"ids": "1", "_job": "from-scrapyd"})) == ["1"]
 
 
 def test_rates() -> None:

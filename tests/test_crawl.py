@@ -7,6 +7,7 @@ crawler's own counters.
 from __future__ import annotations
 
 import itertools
+import json
 import re
 import subprocess
 import time
@@ -245,52 +246,6 @@ def test_progress_lines_and_a_summary(mockapi, tmp_path: Path) -> None:
     )
 
 
-BAD_INPUT = [
-    (["-a", "ids=abc"], {}, "'abc'"),
-    (["-a", "ids=5-1"], {}, "'5-1'"),
-    (["-a", "ids_file=/nonexistent/ids.txt"], {}, "'/nonexistent/ids.txt'"),
-    (["-a", "ids=1-3", "-a", "refresh=maybe"], {}, "'maybe'"),
-    (["-a", "ids=1-3"], {"RATELIMIT_RATE": "fast"}, "RATELIMIT_RATE must look like 100/60"),
-    (["-a", "ids=1-3"], {"RATELIMIT_RATE": "0/60"}, "'0/60'"),
-    (["-a", "ids=1-3"], {"RATELIMIT_BURST": "0"}, "RATELIMIT_BURST"),
-    (["-a", "ids=1-3"], {"API_URL": "http://127.0.0.1:9/items/"}, "'http://127.0.0.1:9/items/'"),
-    (["-a", "ids=1-3"], {"ITEM_SCHEMA": "/nonexistent.json"}, "'/nonexistent.json'"),
-    (["-a", "ids=1-3"], {"DATABASE_URL": "mysql://u:secret@h/db"}, "'mysql://u:***@h/db'"),
-    (
-        ["-a", "ids=1-3"],
-        {"DATABASE_URL": "sqlite:////proc/ingest/x.db"},
-        "sqlite:////proc/ingest/x.db",
-    ),
-]
-
-
-@pytest.mark.parametrize(("args", "settings", "named"), BAD_INPUT)
-def test_bad_input_fails_before_any_request(
-    mockapi, tmp_path: Path, args: list[str], settings: dict[str, str], named: str
-) -> None:
-    api = mockapi("--limit", "none")
-    merged = {"DATABASE_URL": sqlite_url(tmp_path), **settings}
-    db = merged.pop("DATABASE_URL")
-    done = crawl(merged.pop("API_URL", api.url_template), db, *args, **merged)
-    assert done.returncode != 0
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1, done.stderr
-    assert named in lines[0]
-    assert "secret" not in done.stderr
-    assert api.requests() == []
-
-
-def test_invalid_schema_file_is_named(mockapi, tmp_path: Path) -> None:
-    schema = tmp_path / "schema.json"
-    schema.write_text('{"type": "nonsense"}', encoding="utf-8")
-    api = mockapi("--limit", "none")
-    done = crawl(api.url_template, sqlite_url(tmp_path), "-a", "ids=1-3", ITEM_SCHEMA=schema)
-    assert done.returncode != 0
-    (line,) = done.stderr.strip().splitlines()
-    assert "ITEM_SCHEMA" in line and str(schema) in line and "not a valid JSON Schema" in line
-    assert api.requests() == []
-
-
 def test_autothrottle_costs_nothing_against_a_healthy_server(mockapi, tmp_path: Path) -> None:
     # 50 ms answers, like a real API's: AutoThrottle on (the default) keeps the pace.
     api = mockapi("--limit", "1200/60", "--latency", "0.05")
@@ -339,3 +294,35 @@ def test_autothrottle_slows_the_crawl_when_latency_climbs(mockapi, tmp_path: Pat
     assert healthy_rate >= 19  # the configured 20/s
     # 1 s answers, 8 wanted in flight: AutoThrottle asks for 8/s at most.
     assert slow_rate <= 10
+
+
+def test_ids_are_sent_as_one_encoded_path_segment(mockapi, tmp_path: Path) -> None:
+    ids = ["x#y", "x?y=1", "%2F", "50%", "a b", "a/b", "../x", "café", "x"]
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text("\n".join(ids) + "\n", encoding="utf-8")
+    api = mockapi("--limit", "none")
+    db = sqlite_url(tmp_path)
+    done = crawl(api.url_template, db, "-a", f"ids_file={ids_file}", RATELIMIT_RATE="6000/60")
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = api.requests()
+    # The server got each id whole, as one segment: x#y as /items/x%23y, not /items/x.
+    assert sorted(entry["id"] for entry in record) == sorted(ids)
+    assert {entry["raw_path"] for entry in record} >= {"/items/x%23y", "/items/%252F"}
+    rows = query(db, "SELECT id, json_extract(data, '$.id') FROM items")
+    # Each id is stored with the payload the server returned for that id, and no other.
+    assert sorted(rows) == sorted((id_, id_) for id_ in ids)
+
+
+def test_an_export_holds_each_payload_as_json(mockapi, tmp_path: Path) -> None:
+    api = mockapi("--limit", "none", "--not-found", "2")
+    out = tmp_path / "out.jsonl"
+    done = crawl(
+        api.url_template, sqlite_url(tmp_path), "-a", "ids=1-3", "-O", str(out),
+        RATELIMIT_RATE="6000/60",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    by_id = {line["id"]: line for line in lines}
+    assert by_id["1"]["data"]["name"] == "Item 1" and by_id["1"]["state"] == "stored"
+    assert by_id["2"]["state"] == "not_found" and by_id["2"]["data"] is None
+    assert "payload" not in by_id["1"]

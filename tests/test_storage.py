@@ -15,7 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest.storage import Record, StorageError, Store, mask_url, open_store
+from ingest.masking import mask_url
+from ingest.storage import Record, StorageError, Store, open_store
 from tests.support.postgres import PostgresServer, free_port
 
 NAME_QUERIES = {

@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
 from ingest.config import ConfigError
-from ingest.middlewares import PAUSED_REASON
-from ingest.preflight import check_settings, check_spider_args
+from ingest.endings import EXIT_CODES, EXIT_UNREACHABLE, EXIT_USAGE
+from ingest.preflight import ApiUnreachable, check_settings, check_spider_args
 
 if TYPE_CHECKING:
     import argparse
@@ -19,15 +19,11 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 
-# sysexits' EX_TEMPFAIL: the API asked for a longer pause than RATELIMIT_MAX_PAUSE;
-# the same command, run later, continues.
-EXIT_PAUSED = 75
-
-
 class Command(ScrapyCrawl):
     """Scrapy's crawl command; a bad setting or argument of the ``api`` spider ends
-    it at once with one line naming the culprit and exit code 2. A crawl stopped
-    because the API asked for too long a pause exits with 75 (try again later)."""
+    it at once with one line naming the culprit and exit code 2 (69 for an API that
+    cannot be reached). A crawl that ends early for a reason of ``ingest.endings``
+    exits with that reason's code (75: try again later; 77: the token was refused)."""
 
     def _create_crawler(self, spidercls: Any) -> Crawler:
         self.crawler = super()._create_crawler(spidercls)
@@ -41,8 +37,8 @@ class Command(ScrapyCrawl):
         super().run(args, opts)
         crawler = getattr(self, "crawler", None)
         stats = crawler.stats if crawler is not None else None
-        if self.exitcode == 0 and stats and stats.get_value("finish_reason") == PAUSED_REASON:
-            self.exitcode = EXIT_PAUSED
+        if self.exitcode == 0 and stats:
+            self.exitcode = EXIT_CODES.get(stats.get_value("finish_reason"), 0)
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)
@@ -60,4 +56,4 @@ class Command(ScrapyCrawl):
             if log_file := self.settings.get("LOG_FILE"):
                 with Path(log_file).open("a", encoding=self.settings.get("LOG_ENCODING")) as log:
                     print(line, file=log)
-            sys.exit(2)
+            sys.exit(EXIT_UNREACHABLE if isinstance(exc, ApiUnreachable) else EXIT_USAGE)

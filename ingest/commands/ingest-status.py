@@ -11,8 +11,9 @@ from scrapy.utils.conf import arglist_to_dict
 
 from ingest.config import ConfigError, id_source
 from ingest.items import STATES
+from ingest.masking import mask_url
 from ingest.spiders.api import CHUNK, chunks
-from ingest.storage import StorageError, mask_url, open_store
+from ingest.storage import StorageError, open_store
 
 if TYPE_CHECKING:
     import argparse
@@ -74,7 +75,7 @@ class Command(ScrapyCommand):
         try:
             ids = id_source(opts.spargs) if opts.spargs else None
             store = open_store(url)
-            store.connect()
+            store.connect(create=False)  # a status is a read: it creates nothing
         except (ConfigError, ValueError, StorageError) as exc:
             print(f"scrapy ingest-status: error: {exc}", file=sys.stderr)
             self.exitcode = 2

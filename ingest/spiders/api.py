@@ -16,7 +16,7 @@ from scrapy.exceptions import DontCloseSpider, IgnoreRequest
 from scrapy.http import JsonRequest, TextResponse
 from scrapy.utils.response import response_status_message
 
-from ingest.config import IdSource, check_api_url, id_source, parse_flag
+from ingest.config import IdSource, check_api_url, id_source, parse_flag, url_for
 from ingest.distributed import Coordinator, job_id, seed_shared, settle
 from ingest.groupcommit import is_outage, outage_backoff
 from ingest.items import FAILED, NOT_FOUND, STORED, Outcome
@@ -249,7 +249,7 @@ class ApiSpider(Spider):
 
     def request_for(self, id_: str, *, dont_filter: bool = False) -> JsonRequest:
         return JsonRequest(
-            self.url_template.format(id=id_),
+            url_for(self.url_template, id_),
             callback=self.parse,
             errback=self.failed,
             meta={"id": id_, "run": self.run},

@@ -9,7 +9,8 @@ from urllib.parse import unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ingest.storage import STATES, Record, StorageError, failure_row, mask_url, plan_write
+from ingest.masking import mask_url
+from ingest.storage import STATES, Record, StorageError, failure_row, plan_write
 
 CONNECT_TIMEOUT = 5
 
@@ -71,6 +72,8 @@ UNION ALL
 SELECT id, state, extract(epoch FROM fetched_at)::float8 FROM failures WHERE id = ANY(%(ids)s)
 """
 
+TABLES = "SELECT to_regclass('items') IS NOT NULL AND to_regclass('failures') IS NOT NULL"
+
 COUNTS = """
 SELECT 'stored', count(*) FROM items
 UNION ALL
@@ -98,7 +101,8 @@ class PostgresStore:
             self._options["connect_timeout"] = CONNECT_TIMEOUT
         self._conn: psycopg.Connection[Any] | None = None
 
-    def connect(self) -> None:
+    def connect(self, *, create: bool = True) -> None:
+        """Connect, creating the tables unless ``create`` is False: then they must exist."""
         if self._conn is not None and not self._conn.closed:
             return
         self.close()
@@ -108,6 +112,19 @@ class PostgresStore:
             raise StorageError(
                 f"cannot connect to DATABASE_URL {self.url}: {self._describe(exc)}"
             ) from exc
+        if not create:
+            try:
+                (found,) = conn.execute(TABLES).fetchone() or (False,)
+            except psycopg.Error as exc:
+                conn.close()
+                raise StorageError(
+                    f"cannot read DATABASE_URL {self.url}: {self._describe(exc)}"
+                ) from exc
+            if not found:
+                conn.close()
+                raise StorageError(f"DATABASE_URL {self.url} holds no ingest tables")
+            self._conn = conn
+            return
         try:
             with conn.transaction():
                 # Workers starting together would race on CREATE TABLE IF NOT EXISTS.

@@ -7,6 +7,7 @@ import os
 import sqlite3
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 from ingest.storage import STATES, Record, StorageError, failure_row, plan_write
 
@@ -58,6 +59,8 @@ UNION ALL
 SELECT id, state, fetched_at FROM failures WHERE id IN (SELECT value FROM json_each(:ids))
 """
 
+TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('items', 'failures')"
+
 COUNTS = """
 SELECT 'stored', count(*) FROM items
 UNION ALL
@@ -74,7 +77,9 @@ class SQLiteStore:
         self.busy_timeout = busy_timeout
         self._conn: sqlite3.Connection | None = None
 
-    def connect(self) -> None:
+    def connect(self, *, create: bool = True) -> None:
+        """Open the file, creating it and the tables unless ``create`` is False: then
+        the file is opened read-only, and must exist and hold the tables."""
         if self._conn is not None:
             return
         directory = os.path.dirname(self.path)
@@ -83,21 +88,34 @@ class SQLiteStore:
             raise StorageError(
                 f"cannot open DATABASE_URL {self.url}: directory {directory} {problem}"
             )
+        if not create and not os.path.isfile(self.path):
+            raise StorageError(
+                f"no database at DATABASE_URL {self.url}: {self.path} does not exist"
+            )
+        target = self.path if create else f"file:{quote(self.path)}?mode=ro"
         try:
             conn = sqlite3.connect(
-                self.path,
+                target,
                 timeout=self.busy_timeout,
                 isolation_level=None,
                 check_same_thread=False,
+                uri=not create,
             )
         except sqlite3.Error as exc:
             raise StorageError(f"cannot open DATABASE_URL {self.url}: {exc}") from exc
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = NORMAL")
-            conn.executescript(SCHEMA)
-        except sqlite3.Error as exc:
+            if create:
+                conn.execute("PRAGMA journal_mode = WAL")
+                conn.execute("PRAGMA synchronous = NORMAL")
+                conn.executescript(SCHEMA)
+            else:
+                found = {row[0] for row in conn.execute(TABLES)}
+                if found != {"items", "failures"}:
+                    raise StorageError(f"DATABASE_URL {self.url} holds no ingest tables")
+        except (sqlite3.Error, StorageError) as exc:
             conn.close()
+            if isinstance(exc, StorageError):
+                raise
             raise StorageError(f"cannot open DATABASE_URL {self.url}: {exc}") from exc
         self._conn = conn
 

@@ -1,0 +1,31 @@
+"""Why a crawl ends before its work is done, and the exit code each reason gives."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+# The API asked for a longer pause than RATELIMIT_MAX_PAUSE: the same command, run
+# later, continues (sysexits' EX_TEMPFAIL).
+PAUSED = "ratelimit_paused"
+# The API refused the token (401, or 403 with no sign of rate limiting): nothing more
+# can succeed until the token is fixed (EX_NOPERM).
+UNAUTHORIZED = "api_unauthorized"
+
+EXIT_CODES = {PAUSED: 75, UNAUTHORIZED: 77}
+# A bad argument or setting (as Scrapy's own usage errors), and an API that cannot be
+# reached before the first request (EX_UNAVAILABLE).
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 69
+
+
+def end_crawl(crawler: Crawler, reason: str) -> asyncio.Future[None] | None:
+    """Begin a graceful stop for ``reason``: requests in flight finish, waiting ones go
+    back to the queue (and to JOBDIR), and ``scrapy crawl`` exits with its code."""
+    engine = crawler.engine
+    if engine is None or not engine.running:
+        return None
+    return asyncio.ensure_future(engine.close_spider_async(reason=reason))
