@@ -1,0 +1,7 @@
+"""Signals of ingest's own: what one component tells the others, through the crawler."""
+
+# Writes fail for want of the database: fetching waits, so that no quota is spent on
+# outcomes that could only pile up unwritten.
+storage_unavailable = object()
+# A write went through again: fetching goes on.
+storage_available = object()
