@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import weakref
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -22,10 +23,18 @@ EXIT_USAGE = 2
 EXIT_UNREACHABLE = 69
 
 
-def end_crawl(crawler: Crawler, reason: str) -> asyncio.Future[None] | None:
+# The crawls ending for a reason of this module, so that waits can stop at once.
+ENDING: weakref.WeakSet[Crawler] = weakref.WeakSet()
+_closing: set[asyncio.Future[None]] = set()  # held until done: the loop keeps no reference
+
+
+def end_crawl(crawler: Crawler, reason: str) -> None:
     """Begin a graceful stop for ``reason``: requests in flight finish, waiting ones go
     back to the queue (and to JOBDIR), and ``scrapy crawl`` exits with its code."""
     engine = crawler.engine
     if engine is None or not engine.running:
-        return None
-    return asyncio.ensure_future(engine.close_spider_async(reason=reason))
+        return
+    ENDING.add(crawler)
+    closing = asyncio.ensure_future(engine.close_spider_async(reason=reason))
+    _closing.add(closing)
+    closing.add_done_callback(_closing.discard)

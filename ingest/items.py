@@ -1,4 +1,4 @@
-"""What the spider yields: one outcome per id."""
+"""What becomes of one id: the `Outcome` the spider yields, validation checks and storage writes."""
 
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ def as_json(data: str | None) -> Any:
 class Outcome:
     """The terminal state of one id, with the payload as received when there was one.
 
-    ``payload`` is the parsed JSON of ``data``, for validation; storage keeps ``data``,
-    the text exactly as the API sent it.
+    ``payload`` is the parsed JSON of ``data``, for validation only: storage keeps
+    ``data``, the text exactly as the API sent it, and exports leave ``payload`` out
+    (``FEED_EXPORT_FIELDS``).
     """
 
     id: str

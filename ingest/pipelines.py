@@ -13,18 +13,21 @@ from scrapy.exceptions import DropItem
 from scrapy.utils.asyncio import sleep as scrapy_sleep
 
 from ingest.config import ConfigError, load_schema, parse_positive_int, parse_seconds
-from ingest.groupcommit import GroupCommit, Unwritten
+from ingest.humanize import duration
 from ingest.items import FAILED, INVALID, STORED, Outcome
-from ingest.ledger import Ledger
-from ingest.progress import duration
+from ingest.signals import storage_available, storage_unavailable
 from ingest.stopping import Waiter, crawl_is_stopping
-from ingest.storage import Record, StorageError, open_store
+from ingest.storage import open_store
+from ingest.storage.base import StorageRefused, StorageUnavailable, Store
+from ingest.storage.groupcommit import GroupCommit, Unwritten
+from ingest.storage.ledger import Ledger
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import Self
 
     from scrapy.crawler import Crawler
+    from scrapy.signalmanager import SignalManager
     from scrapy.statscollectors import StatsCollector
 
 logger = logging.getLogger(__name__)
@@ -81,54 +84,32 @@ class ValidationPipeline:
         return item
 
 
-def _pause_fetching(crawler: Crawler) -> None:
-    crawler.engine.pause()
-
-
-def _resume_fetching(crawler: Crawler) -> None:
-    engine = crawler.engine
-    engine.unpause()
-    # unpause() only clears a flag: without a nudge, nothing would be sent before the
-    # engine's next heartbeat, up to 5 s later. The slot is private; there is no public call.
-    slot = getattr(engine, "_slot", None)
-    if slot is not None:
-        slot.nextcall.schedule()
-
-
 class StoragePipeline:
     """Writes every outcome to ``DATABASE_URL`` (tables ``items`` and ``failures``).
 
     While the database is unavailable, outcomes are kept and their writes retried until
-    it is back, and fetching is paused so that no quota is spent on items that cannot be
-    stored. A crawl stopped meanwhile drops what it could not write: those ids have no
-    outcome, so the next run fetches them again.
+    it is back. The crawler hears of it (signals ``storage_unavailable``, then
+    ``storage_available``), so that fetching can wait and spend no quota on outcomes that
+    cannot be stored. A crawl stopped meanwhile drops what it could not write: those ids
+    have no outcome, so the next run fetches them again.
     """
 
     def __init__(
         self,
-        ledger: Ledger,
+        store: Store,
         stats: StatsCollector,
         *,
         max_batch: int = 1000,
         linger: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = scrapy_sleep,
-        pause: Callable[[], None] = lambda: None,
-        resume: Callable[[], None] = lambda: None,
         clock: Callable[[], float] = time.monotonic,
+        signals: SignalManager | None = None,
     ) -> None:
-        self.ledger = ledger
         self.stats = stats
-        self.pause, self.resume = pause, resume
+        self.signals = signals
         self.outage_seconds = 0.0
-        self.commit = GroupCommit(
-            self._write,
-            max_batch,
-            linger=linger,
-            reconnect=self.ledger.open,
-            sleep=sleep,
-            clock=clock,
-            listener=self,
-        )
+        self.ledger = Ledger(store, sleep=sleep, clock=clock, listener=self)
+        self.commit = GroupCommit(self._write, max_batch, linger=linger, gave_up=self.gave_up)
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
@@ -139,64 +120,63 @@ class StoragePipeline:
             raise ConfigError(str(exc)) from exc
         assert crawler.stats is not None
         return cls(
-            Ledger(store),
+            store,
             crawler.stats,
             max_batch=parse_positive_int(
                 "STORAGE_BATCH_SIZE", crawler.settings.get("STORAGE_BATCH_SIZE")
             ),
             linger=parse_seconds("STORAGE_LINGER", crawler.settings.get("STORAGE_LINGER")),
             sleep=Waiter(partial(crawl_is_stopping, crawler)).sleep,
-            pause=partial(_pause_fetching, crawler),
-            resume=partial(_resume_fetching, crawler),
+            signals=crawler.signals,
         )
 
     async def open_spider(self) -> None:
         await self.ledger.open()
-        logger.info("Storing into %s", self.ledger.store.url)
+        logger.info("Storing into %s", self.ledger.url)
 
     async def process_item(self, item: Outcome) -> Outcome:
         try:
             try:
-                await self.commit.add(_record(item))
-            except StorageError as exc:
-                # Refused for what it holds (outages are retried, never raised here). Failed,
-                # not invalid: should the refusal have been passing, the next run tries again.
+                await self.commit.add(item)
+            except StorageRefused as exc:
+                # Failed, not invalid: should the refusal have been passing, the next run
+                # tries again.
                 self.stats.inc_value("storage/refused")
                 logger.warning("The database refused the outcome of id %s: %s", item.id, exc)
                 item.state, item.data = FAILED, None
                 item.reason = f"refused by the database: {exc}"
-                await self.commit.add(_record(item))
+                await self.commit.add(item)
         except Unwritten as exc:
             # `gave_up` counts them all in one line: none per item.
             raise DropItem(f"{exc}; the next run fetches it again", log_level="DEBUG") from exc
         self.stats.inc_value(f"storage/{item.state}")
         return item
 
-    async def _write(self, records: list[Record]) -> None:
-        await self.ledger.write(records)
+    async def _write(self, outcomes: list[Outcome]) -> None:
+        await self.ledger.write(outcomes)
         self.stats.inc_value("storage/batches")
-        self.stats.max_value("storage/max_batch", len(records))
+        self.stats.max_value("storage/max_batch", len(outcomes))
 
-    def outage_began(self, error: Exception, waiting: int) -> None:
-        self.pause()
+    def outage_began(self, error: StorageUnavailable) -> None:
+        self._send(storage_unavailable)
         self.stats.inc_value("storage/outages")
         logger.warning(
             "Database unavailable, so fetching is paused and writes are retried until it is "
             "back (outcomes waiting: %d): %s",
-            waiting,
+            self.commit.waiting,
             error,
         )
 
-    def outage_ended(self, seconds: float, waiting: int) -> None:
+    def outage_ended(self, seconds: float) -> None:
         self.outage_seconds += seconds
         self.stats.set_value("storage/outage_seconds", round(self.outage_seconds, 3))
         logger.info(
             "Writing to %s again after %s (outcomes waiting: %d); fetching resumes",
-            self.ledger.store.url,
+            self.ledger.url,
             duration(seconds),
-            waiting,
+            self.commit.waiting,
         )
-        self.resume()
+        self._send(storage_available)
 
     def gave_up(self, unwritten: int) -> None:
         self.stats.inc_value("storage/unwritten", unwritten)
@@ -205,7 +185,7 @@ class StoragePipeline:
             logger.warning(
                 "The crawl is stopping while %s is unreachable; outcomes not written: %d "
                 "(the next run fetches them again)",
-                self.ledger.store.url,
+                self.ledger.url,
                 unwritten,
             )
         else:
@@ -216,14 +196,6 @@ class StoragePipeline:
         await self.commit.flush()
         await self.ledger.close()
 
-
-def _record(item: Outcome) -> Record:
-    return Record(
-        id=item.id,
-        state=item.state,
-        data=item.data,
-        reason=item.reason,
-        url=item.url,
-        status=item.status,
-        fetched_at=item.fetched_at,
-    )
+    def _send(self, signal: object) -> None:
+        if self.signals is not None:
+            self.signals.send_catch_log(signal=signal)

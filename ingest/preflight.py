@@ -11,20 +11,21 @@ from urllib.request import getproxies, proxy_bypass
 
 import redis
 
+from ingest.api import check_api_url
 from ingest.config import (
     ConfigError,
-    check_api_url,
-    id_source,
     load_schema,
     parse_bool_setting,
     parse_flag,
     parse_int,
     parse_number,
-    parse_rates,
     parse_seconds,
 )
+from ingest.ids import id_source
 from ingest.masking import mask_url
-from ingest.storage import StorageError, open_store
+from ingest.ratelimit.rates import parse_rates
+from ingest.storage import open_store
+from ingest.storage.base import StorageError
 
 if TYPE_CHECKING:
     from collections.abc import Callable

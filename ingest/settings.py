@@ -41,7 +41,7 @@ STORAGE_LINGER = 0.05  # seconds a write waits for more outcomes to join its tra
 # the job), the rate limiter's bucket, and the work of finishing the job.
 DISTRIBUTED = False
 REDIS_URL = os.environ.get("REDIS_URL") or None  # [env REDIS_URL]
-ADDONS = {"ingest.distributed.DistributedAddon": 0}
+ADDONS = {"ingest.distributed.jobs.DistributedAddon": 0}
 
 # ---------------------------------------------------------------- retries
 # Scrapy's RetryMiddleware retries at once; ours waits, with exponential backoff
@@ -84,12 +84,12 @@ SPIDER_MIDDLEWARES = {
 DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
     "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
-    "ingest.resume.SkipDoneMiddleware": 50,
+    "ingest.downloadermiddlewares.skipdone.SkipDoneMiddleware": 50,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
-    "ingest.retry.BackoffRetryMiddleware": 550,
-    "ingest.unreachable.UnreachableMiddleware": 940,
-    "ingest.middlewares.RateLimitMiddleware": 950,
-    "ingest.middlewares.ApiTokenMiddleware": 960,
+    "ingest.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
+    "ingest.downloadermiddlewares.outages.OutagesMiddleware": 940,
+    "ingest.ratelimit.middleware.RateLimitMiddleware": 950,
+    "ingest.downloadermiddlewares.auth.ApiTokenMiddleware": 960,
 }
 ITEM_PIPELINES = {
     "ingest.pipelines.ValidationPipeline": 300,
@@ -98,7 +98,10 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "scrapy.extensions.telnet.TelnetConsole": None,
     "scrapy.extensions.logstats.LogStats": None,
-    "ingest.progress.Progress": 500,
+    "ingest.extensions.progress.Progress": 500,
+    "ingest.extensions.reconcile.Reconcile": 510,
+    "ingest.distributed.worker.Worker": 510,
+    "ingest.extensions.gcfreeze.FreezeHeap": 520,
 }
 
 # ---------------------------------------------------------------- JOBDIR

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.asyncio import sleep as scrapy_sleep
 
+from ingest.endings import ENDING
+
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
@@ -25,10 +27,11 @@ class RequestReturned(IgnoreRequest):
 def crawl_is_stopping(crawler: Crawler) -> bool:
     """True once a graceful stop (Ctrl-C, scrapyd cancel, CloseSpider) has begun."""
     engine = crawler.engine
-    if engine is None or not crawler.crawling or not engine.running:
+    if engine is None or not crawler.crawling or not engine.running or crawler in ENDING:
         return True
-    # A close started by CloseSpider only shows on the engine's slot; there is no
-    # public flag or signal for it until every request in progress has finished.
+    # A close started by Scrapy's CloseSpider extension (CLOSESPIDER_* settings) shows
+    # only on the engine's slot: there is no public flag or signal for it until every
+    # request in progress has finished, which those waiting here would hold up.
     slot = getattr(engine, "_slot", None)
     return slot is None or slot.closing is not None
 

@@ -85,11 +85,7 @@ def test_an_api_down_for_20_seconds_mid_run_fails_no_id(mockapi, tmp_path: Path)
         stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        deadline = time.monotonic() + 30
-        while len(api.requests()) < 40:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        before = api.requests()
+        before = api.wait_for(40)
         api.stop()
         time.sleep(20)
         again = mockapi("--limit", "none", "--port", str(api.port))

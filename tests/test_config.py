@@ -9,16 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ingest.config import (
-    ConfigError,
-    Rate,
-    check_api_url,
-    id_source,
-    load_schema,
-    parse_ids,
-    parse_rates,
-)
-from ingest.headers import retry_after_seconds
+from ingest.api import check_api_url
+from ingest.config import ConfigError, load_schema
+from ingest.ids import id_source, parse_ids
+from ingest.ratelimit.quota import retry_after_seconds
+from ingest.ratelimit.rates import Rate, parse_rates
 
 
 def test_ids_ranges_and_singles_in_order_merged() -> None:

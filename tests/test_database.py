@@ -6,13 +6,18 @@ The outage tests stop and restart a PostgreSQL server of their own, never the se
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import re
+import secrets
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import psycopg
@@ -23,13 +28,12 @@ from scrapy.utils.test import get_crawler
 
 from ingest import settings
 from ingest.config import load_schema
-from ingest.groupcommit import GroupCommit, Unwritten, is_outage, outage_backoff
 from ingest.items import FAILED, INVALID, STORED, Outcome
-from ingest.ledger import Ledger
 from ingest.pipelines import StoragePipeline, ValidationPipeline
+from ingest.signals import storage_available, storage_unavailable
 from ingest.stopping import Waiter
-from ingest.storage import Record, StorageError, open_store
-from tests.support.clock import FakeClock
+from ingest.storage import StorageRefused, StorageUnavailable, open_store
+from ingest.storage.sqlite import SQLiteStore
 from tests.support.crawl import (
     REPO_ROOT,
     crawl,
@@ -41,6 +45,9 @@ from tests.support.crawl import (
 )
 from tests.support.mockapi import MockAPI, ids_requested_more_than_once, statuses
 from tests.support.postgres import PostgresServer, free_port, running_postgres
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
 
 CONCURRENT_REQUESTS = 16  # the project's setting, which the outage tests leave as it is
 
@@ -229,162 +236,58 @@ def test_a_stop_during_an_outage_is_quick_and_the_rerun_completes(
 # ---------------------------------------------------------------- telling outages from bad data
 
 
-def test_errors_of_a_real_database_are_told_apart(postgres_url: str) -> None:
-    store = open_store(postgres_url)
-    store.connect()
-    nul = Record("1", STORED, '{"name": "a\\u0000b"}')
-    with pytest.raises(StorageError) as refused:
-        store.write([nul])
-    assert not is_outage(refused.value)
-    with psycopg.connect(postgres_url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-        )
-    with pytest.raises(StorageError) as lost:
-        store.write([Record("2", STORED, "{}")])
-    assert is_outage(lost.value)
-    with pytest.raises(StorageError) as closed:
-        store.write([Record("2", STORED, "{}")])
-    assert is_outage(closed.value)
-    store.close()
-    with pytest.raises(StorageError) as unreachable:
+def outcome(id_: str, data: str = "{}") -> Outcome:
+    return Outcome(id_, STORED, f"http://api/items/{id_}", 200, data)
+
+
+def test_postgresql_errors_are_sorted_into_refusals_and_outages(
+    own_postgres: PostgresServer,
+) -> None:
+    with own_postgres.database() as url:
+        store = open_store(url)
+        store.connect()
+        with pytest.raises(StorageRefused, match="cannot write to DATABASE_URL"):
+            store.write([outcome("1", '{"name": "a\\u0000b"}')])  # jsonb cannot hold it
+        # Too long for the primary key's index, even compressed: a limit, not an outage.
+        with pytest.raises(StorageRefused, match="index row requires"):
+            store.write([outcome(secrets.token_urlsafe(12_000))])
+        with psycopg.connect(url, autocommit=True) as admin:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+        with pytest.raises(StorageUnavailable, match="cannot write to DATABASE_URL"):
+            store.write([outcome("2")])
+        with pytest.raises(StorageUnavailable, match="lost its connection"):
+            store.states(["2"])
+        store.connect()
+        with own_postgres.stopped():
+            with pytest.raises(StorageUnavailable, match="cannot read DATABASE_URL"):
+                store.counts()  # the server ended the session as it shut down
+            with pytest.raises(StorageUnavailable, match="cannot connect to DATABASE_URL"):
+                store.connect()
+        store.connect()
+        store.write([outcome("2")])
+        assert store.counts()["stored"] == 1
+        store.close()
+    with pytest.raises(StorageUnavailable, match="Connection refused"):
         open_store(f"postgresql://bob:pw@127.0.0.1:{free_port()}/db").connect()
-    assert is_outage(unreachable.value)
-    assert not is_outage(ValueError("record '1' has an unknown state: 'done'"))
 
 
-def test_outage_backoff_doubles_from_half_a_second_to_thirty() -> None:
-    assert [outage_backoff(n) for n in range(1, 9)] == [0.5, 1, 2, 4, 8, 16, 30, 30]
-    assert outage_backoff(100_000) == 30  # a day-long outage
-
-
-# ---------------------------------------------------------------- GroupCommit, on a fake clock
-
-
-class Database:
-    """A write function whose database is down from ``down`` until ``back`` on the clock."""
-
-    def __init__(self, clock: FakeClock, down: float = 0.0, back: float = 0.0) -> None:
-        self.clock, self.down, self.back = clock, down, back
-        self.written: list[list[str]] = []
-        self.reconnects = 0
-
-    async def write(self, records: list[Record]) -> None:
-        await asyncio.sleep(0)  # a real write lets the loop run meanwhile
-        if self.down <= self.clock.now < self.back:
-            lost = psycopg.OperationalError("server closed the connection unexpectedly")
-            raise StorageError("cannot write to DATABASE_URL db: connection lost") from lost
-        if any(r.data == "refused" for r in records):
-            bad = psycopg.DataError("invalid input syntax for type json")
-            raise StorageError("cannot write to DATABASE_URL db: bad value") from bad
-        self.written.append([r.id for r in records])
-
-    async def reconnect(self) -> None:
-        self.reconnects += 1
-
-
-class Events:
-    """What a GroupCommit reported, as a timeline."""
-
-    def __init__(self, clock: FakeClock) -> None:
-        self.clock = clock
-        self.timeline: list[tuple[str, float, float]] = []
-
-    def outage_began(self, error: Exception, waiting: int) -> None:
-        self.timeline.append(("began", self.clock.now, waiting))
-
-    def outage_ended(self, seconds: float, waiting: int) -> None:
-        self.timeline.append(("ended", seconds, waiting))
-
-    def gave_up(self, unwritten: int) -> None:
-        self.timeline.append(("gave up", self.clock.now, unwritten))
-
-
-def group_commit(
-    database: Database, clock: FakeClock, events: Events, stop_at: float = float("inf")
-) -> GroupCommit:
-    waiter = Waiter(lambda: clock.now >= stop_at, step=60, spin=0, clock=clock, sleep=clock.sleep)
-    return GroupCommit(
-        database.write,
-        max_batch=10,
-        reconnect=database.reconnect,
-        sleep=waiter.sleep,
-        clock=clock,
-        listener=events,
-    )
-
-
-def records(*ids: str) -> list[Record]:
-    return [Record(id_, STORED, "{}") for id_ in ids]
-
-
-async def add_all(commit: GroupCommit, batch: list[Record]) -> list[BaseException | None]:
-    return await asyncio.gather(*(commit.add(r) for r in batch), return_exceptions=True)
-
-
-def test_a_write_during_an_outage_is_kept_and_retried_until_the_database_is_back() -> None:
-    clock = FakeClock(now=0.0)
-    database, events = Database(clock, down=0.0, back=5.0), Events(clock)
-    commit = group_commit(database, clock, events)
-
-    async def scenario() -> list[BaseException | None]:
-        first = asyncio.ensure_future(commit.add(records("1")[0]))
-        while not events.timeline:  # the outage shows
-            await asyncio.sleep(0)
-        later = await add_all(commit, records("2", "3"))
-        await first
-        return [first.exception(), *later]
-
-    assert asyncio.run(scenario()) == [None, None, None]
-    # Retried after 0.5, 1 and 2 s (at 0.5, 1.5 and 3.5), then after 4 s: back at 7.5.
-    assert clock.slept == [0.5, 1.0, 2.0, 4.0]
-    assert database.reconnects == 4
-    assert events.timeline == [("began", 0.0, 1), ("ended", 7.5, 3)]
-    # The batch went through whole, then what arrived during the outage.
-    assert database.written == [["1"], ["2", "3"]]
-
-
-def test_a_stop_during_an_outage_ends_the_retries_without_writing() -> None:
-    clock = FakeClock(now=0.0)
-    database, events = Database(clock, down=0.0, back=float("inf")), Events(clock)
-    commit = group_commit(database, clock, events, stop_at=2.0)
-    results = asyncio.run(add_all(commit, records("1", "2", "3")))
-    assert [type(r) for r in results] == [Unwritten, Unwritten, Unwritten]
-    # Failed at 0, 0.5 and 1.5; the crawl was stopping when the third wait ended.
-    assert clock.slept == [0.5, 1.0, 2.0]
-    assert events.timeline == [("began", 0.0, 3), ("gave up", 3.5, 3)]
-    assert database.written == []
-
-
-def test_a_stopping_crawl_does_not_wait_for_the_database_at_all() -> None:
-    clock = FakeClock(now=0.0)
-    database, events = Database(clock, down=0.0, back=float("inf")), Events(clock)
-    commit = group_commit(database, clock, events, stop_at=0.0)
-    results = asyncio.run(add_all(commit, records("1", "2")))
-    assert [type(r) for r in results] == [Unwritten, Unwritten]
-    assert clock.slept == []
-
-
-def test_a_record_the_database_refuses_fails_alone_and_is_never_retried() -> None:
-    clock = FakeClock(now=0.0)
-    database, events = Database(clock), Events(clock)
-    commit = group_commit(database, clock, events)
-    batch = records("1", "2", "3", "4", "5", "6")
-    batch[4] = Record("5", STORED, "refused")
-
-    async def scenario() -> list[BaseException | None]:
-        first = asyncio.ensure_future(commit.add(Record("0", STORED, "{}")))
-        await asyncio.sleep(0)  # its write is under way: the six go in one batch
-        later = await add_all(commit, batch)
-        await first
-        return [first.exception(), *later]
-
-    results = asyncio.run(scenario())
-    assert [type(r).__name__ for r in results] == ["NoneType"] * 5 + ["StorageError", "NoneType"]
-    assert clock.slept == [] and events.timeline == []
-    # Halved until the culprit was alone; the others written in order.
-    assert database.written == [["0"], ["1", "2", "3"], ["4"], ["6"]]
+def test_sqlite_errors_are_sorted_into_refusals_and_outages(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/ingest.db"
+    store = SQLiteStore(f"{tmp_path}/ingest.db", url=url, busy_timeout=0.1)
+    store.connect()
+    with pytest.raises(StorageRefused, match="CHECK constraint failed"):
+        store.write([outcome("1", "{not json")])
+    with contextlib.closing(sqlite3.connect(tmp_path / "ingest.db")) as other:
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the file
+        with pytest.raises(StorageUnavailable, match=f"^cannot write to DATABASE_URL {url}: "):
+            store.write([outcome("1")])
+        other.rollback()
+    store.write([outcome("1")])
+    assert store.counts()["stored"] == 1
+    store.close()
 
 
 # ---------------------------------------------------------------- the pipelines
@@ -442,7 +345,7 @@ def test_an_invalid_u0000_payload_is_kept_in_postgresql(postgres_url: str) -> No
     item = ValidationPipeline(load_schema(settings.ITEM_SCHEMA), stats()).process_item(
         fetched("1", data)
     )
-    pipeline = StoragePipeline(Ledger.from_url(postgres_url), stats())
+    pipeline = StoragePipeline(open_store(postgres_url), stats())
 
     async def scenario() -> None:
         await pipeline.open_spider()
@@ -460,7 +363,7 @@ def test_a_payload_postgresql_refuses_becomes_failed_and_the_rest_is_stored(
     postgres_url: str,
 ) -> None:
     collector = stats()
-    pipeline = StoragePipeline(Ledger.from_url(postgres_url), collector)
+    pipeline = StoragePipeline(open_store(postgres_url), collector)
     items = [fetched(str(i), payload(id=i)) for i in range(1, 7)]
     # A lone surrogate: JSON to Python, not to jsonb.
     items[3] = fetched("4", payload(id=4).replace('"widget"', '"\\ud800"'))
@@ -483,17 +386,69 @@ def test_a_payload_postgresql_refuses_becomes_failed_and_the_rest_is_stored(
     assert collector.get_value("storage/outages") is None
 
 
+class Heard:
+    """The storage signals a crawler received, in order."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.names: list[str] = []
+        crawler.signals.connect(self.unavailable, signal=storage_unavailable)
+        crawler.signals.connect(self.available, signal=storage_available)
+
+    def unavailable(self) -> None:
+        self.names.append("unavailable")
+
+    def available(self) -> None:
+        self.names.append("available")
+
+
+def test_the_pipeline_tells_the_crawler_when_the_database_goes_and_comes_back(
+    own_postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="ingest.pipelines")
+    crawler = get_crawler()
+    heard = Heard(crawler)
+    collector = MemoryStatsCollector(crawler)
+
+    async def scenario(pipeline: StoragePipeline) -> None:
+        await pipeline.open_spider()
+        await pipeline.process_item(fetched("1", payload(id=1)))
+        await asyncio.to_thread(own_postgres.stop)
+        try:
+            writing = asyncio.ensure_future(pipeline.process_item(fetched("2", payload(id=2))))
+            deadline = time.monotonic() + 10
+            while not heard.names and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            assert heard.names == ["unavailable"]
+            assert not writing.done()
+        finally:
+            await asyncio.to_thread(own_postgres.start)
+        await asyncio.wait_for(writing, timeout=30)
+        await pipeline.close_spider()
+
+    with own_postgres.database() as url:
+        asyncio.run(scenario(StoragePipeline(open_store(url), collector, signals=crawler.signals)))
+        assert terminal_states(url) == {"1": STORED, "2": STORED}
+    assert heard.names == ["unavailable", "available"]
+    assert collector.get_value("storage/outages") == 1
+    assert collector.get_value("storage/outage_seconds") > 0
+    assert collector.get_value("storage/stored") == 2
+    said = [r.getMessage() for r in caplog.records if r.name == "ingest.pipelines"]
+    assert len([m for m in said if m.startswith("Database unavailable, so fetching")]) == 1
+    assert len([m for m in said if re.match(r"Writing to .* again after", m)]) == 1
+    for secret in secrets_of(own_postgres):
+        assert all(secret not in message for message in said)
+
+
 def test_a_stop_while_the_database_is_unreachable_drops_the_item() -> None:
-    # Never connected: every write fails as it would with the server gone.
-    ledger = Ledger.from_url(f"postgresql://bob:pw@127.0.0.1:{free_port()}/db")
-    paused: list[str] = []
+    # Never reachable: every write fails as it would with the server gone.
+    crawler = get_crawler()
+    heard = Heard(crawler)
     collector = stats()
     pipeline = StoragePipeline(
-        ledger,
+        open_store(f"postgresql://bob:pw@127.0.0.1:{free_port()}/db"),
         collector,
         sleep=Waiter(lambda: True).sleep,  # the crawl is stopping
-        pause=lambda: paused.append("pause"),
-        resume=lambda: paused.append("resume"),
+        signals=crawler.signals,
     )
     item = fetched("1", payload())
 
@@ -505,6 +460,6 @@ def test_a_stop_while_the_database_is_unreachable_drops_the_item() -> None:
 
     with pytest.raises(DropItem, match="not written: the database is unreachable; the next run"):
         asyncio.run(scenario())
-    assert paused == ["pause"]
+    assert heard.names == ["unavailable"]
     assert collector.get_value("storage/unwritten") == 1
     assert collector.get_value("storage/stored") is None

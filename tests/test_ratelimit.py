@@ -6,14 +6,9 @@ import asyncio
 
 import pytest
 
-from ingest.config import Rate
-from ingest.ratelimit import (
-    GUARD_MIN_INTERVAL,
-    WINDOW_MARGIN,
-    Confirmation,
-    MemoryBackend,
-    TokenBucket,
-)
+from ingest.ratelimit.backends.memory import MemoryBackend
+from ingest.ratelimit.bucket import GUARD_MIN_INTERVAL, WINDOW_MARGIN, Confirmation, TokenBucket
+from ingest.ratelimit.rates import Rate
 from tests.support.clock import FakeClock
 
 
@@ -78,7 +73,7 @@ def test_pause_holds_everything_then_resumes_one_at_a_time() -> None:
     first = b.reserve()
     pause = b.pause(3.0)
     assert pause.started and pause.remaining == 3.0 and pause.added == 3.0
-    assert b.epoch == first.epoch + 1
+    assert b.state.epoch == first.epoch + 1
     assert delays(b, 3) == [3.0, 3.1, 3.2]
 
 
@@ -125,15 +120,17 @@ def test_reservations_never_go_backwards() -> None:
 
 
 def test_memory_backend_keeps_one_bucket_per_api() -> None:
+    async def delay(backend: MemoryBackend, key: str) -> float:
+        return (await backend.run(key, TokenBucket.reserve)).delay
+
     async def scenario() -> None:
         backend = MemoryBackend([Rate(1, 1)], clock=FakeClock(), rand=lambda: 0.0)
-        assert (await backend.reserve("http://a")).delay == 0.0
-        assert (await backend.reserve("http://b")).delay == 0.0
+        assert await delay(backend, "http://a") == await delay(backend, "http://b") == 0.0
         # 1 per second, and a window of 1 s a little longer than that.
-        assert (await backend.reserve("http://a")).delay == pytest.approx(1 + WINDOW_MARGIN)
-        await backend.pause("http://a", 4)
-        assert (await backend.reserve("http://a")).delay == 4
-        assert (await backend.reserve("http://b")).delay == pytest.approx(1 + WINDOW_MARGIN)
+        assert await delay(backend, "http://a") == pytest.approx(1 + WINDOW_MARGIN)
+        await backend.run("http://a", TokenBucket.pause, 4)
+        assert await delay(backend, "http://a") == 4
+        assert await delay(backend, "http://b") == pytest.approx(1 + WINDOW_MARGIN)
 
     asyncio.run(scenario())
 
@@ -197,7 +194,7 @@ def test_an_announced_quota_applies_with_the_configured_rates() -> None:
     assert delays(b, 2) == [0.0, 0.06]
     assert b.adopt(Rate(100, 60))
     assert not b.adopt(Rate(100, 60))
-    assert b.per_minute == 100
+    assert b.per_minute() == 100
     # The future slot was voided; from now on the announced pace rules.
     assert delays(b, 3) == [0.6, 1.2, 1.8]
 
@@ -226,18 +223,18 @@ def test_unexpected_429s_lower_the_pace_and_it_climbs_back() -> None:
     clock = FakeClock()
     b = bucket([Rate(60, 60)], clock=clock)
     assert b.limited(sent_at=clock.now)
-    assert b.scale == pytest.approx(0.97)  # a lone 429: a little slower
+    assert b.state.scale == pytest.approx(0.97)  # a lone 429: a little slower
     clock.now += 30
     assert b.limited(sent_at=clock.now)
-    assert b.scale == pytest.approx(0.97 * 0.85)  # another within the period: much slower
-    assert b.per_minute == pytest.approx(60 * 0.97 * 0.85)
+    assert b.state.scale == pytest.approx(0.97 * 0.85)  # another within the period: much slower
+    assert b.per_minute() == pytest.approx(60 * 0.97 * 0.85)
     clock.now += 5
     assert not b.succeeded()  # too soon: a probe every period / 6
     scales = []
     for _ in range(6):
         clock.now += 10
         b.succeeded()
-        scales.append(round(b.scale, 4))
+        scales.append(round(b.state.scale, 4))
     # Fast back to near the pace of the last 429, then slowly.
     assert scales == [0.8745, 0.9245, 0.9345, 0.9445, 0.9545, 0.9645]
 
@@ -248,7 +245,7 @@ def test_429s_a_period_apart_are_each_a_lone_one() -> None:
     b.limited(sent_at=clock.now)
     clock.now += 61
     b.limited(sent_at=clock.now)
-    assert b.scale == pytest.approx(0.97 * 0.97)
+    assert b.state.scale == pytest.approx(0.97 * 0.97)
 
 
 def test_429s_from_before_a_pause_are_not_news() -> None:
@@ -259,7 +256,7 @@ def test_429s_from_before_a_pause_are_not_news() -> None:
     assert b.limited(sent_at=clock.now - 0.5)
     b.pause(10)
     assert not b.limited(sent_at=early)
-    assert b.scale == pytest.approx(0.97)
+    assert b.state.scale == pytest.approx(0.97)
 
 
 def test_windows_count_a_send_when_it_went_not_when_it_was_booked() -> None:

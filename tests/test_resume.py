@@ -34,13 +34,6 @@ def start(api: MockAPI, db: str, jobdir: Path, **env: str) -> subprocess.Popen[s
     )  # fmt: skip
 
 
-def wait_for_requests(api: MockAPI, count: int, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while len(api.requests()) < count:
-        assert time.monotonic() < deadline, f"fewer than {count} requests in {timeout}s"
-        time.sleep(0.01)
-
-
 def stop(process: subprocess.Popen[str], how: str) -> None:
     if how == "kill":
         process.kill()
@@ -60,7 +53,7 @@ def test_a_stop_at_any_moment_loses_nothing(mockapi, tmp_path: Path, how: str, t
     moment = random.Random(f"{how}-{trial}").randint(10, N - 40)
     process = start(api, db, jobdir)
     try:
-        wait_for_requests(api, moment)
+        api.wait_for(moment)
         stop(process, how)
     finally:
         process.kill()
@@ -87,7 +80,7 @@ def test_ctrl_c_during_a_long_pause_stops_within_two_seconds(mockapi, tmp_path: 
     db, jobdir = f"sqlite:///{tmp_path}/ingest.db", tmp_path / "job"
     process = start(api, db, jobdir)
     try:
-        wait_for_requests(api, 21)
+        api.wait_for(21)
         time.sleep(0.5)  # everyone is waiting out the 30 s now
         began = time.monotonic()
         process.send_signal(signal.SIGINT)
@@ -142,7 +135,7 @@ def test_the_token_leaves_no_trace(mockapi, tmp_path: Path) -> None:
     db, jobdir = f"sqlite:///{tmp_path}/ingest.db", tmp_path / "job"
     process = start(api, db, jobdir, INGEST_API_TOKEN=secret)
     try:
-        wait_for_requests(api, 100)
+        api.wait_for(100)
         process.send_signal(signal.SIGINT)  # leaves requests queued in JOBDIR
         _, first_log = process.communicate(timeout=30)
     finally:

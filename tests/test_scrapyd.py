@@ -189,9 +189,7 @@ def test_cancel_then_schedule_the_same_jobid_resumes(
     }
     job = server.schedule(PROJECT, "api", settings=settings, ids=f"1-{n}", jobid="resumable")
     server.wait_for(PROJECT, job, "running", timeout=30)
-    deadline = time.monotonic() + 30
-    while len(api.requests()) < 40 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    api.wait_for(40)
     assert server.cancel(PROJECT, job) == "running"
     server.wait_for(PROJECT, job, "finished", timeout=30)
     first_log = server.log(PROJECT, "api", job)

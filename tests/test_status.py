@@ -6,7 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ingest.storage import Record, open_store
+from ingest.items import Outcome
+from ingest.storage import open_store
 from tests.support.crawl import REPO_ROOT, environment
 
 
@@ -39,7 +40,14 @@ def test_counts_and_pending_ids(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/ingest.db"
     store = open_store(url)
     store.connect()
-    store.write([Record("1", "stored", data="{}"), Record("2", "not_found"), Record("4", "failed")])
+    api = "http://api.example/items/"
+    store.write(
+        [
+            Outcome("1", "stored", api + "1", 200, data="{}"),
+            Outcome("2", "not_found", api + "2", 404),
+            Outcome("4", "failed", api + "4", 503),
+        ]
+    )
     store.close()
     done = status(url, "-a", "ids=1-6")
     assert done.returncode == 0, done.stderr

@@ -15,8 +15,15 @@ from typing import Any
 import psycopg
 import pytest
 
+from ingest.items import STORED, Outcome
 from ingest.masking import mask_url
-from ingest.storage import Record, StorageError, Store, open_store
+from ingest.storage import (
+    StorageError,
+    StorageRefused,
+    StorageUnavailable,
+    Store,
+    open_store,
+)
 from tests.support.postgres import PostgresServer, free_port
 
 NAME_QUERIES = {
@@ -55,15 +62,13 @@ def data_texts(url: str, table: str) -> list[str]:
     return [r[0] for r in rows(url, DATA_QUERIES[backend(url), table])]
 
 
-def item(id_: str, name: str = "widget", fetched_at: float = 1_700_000_000.25) -> Record:
+def item(id_: str, name: str = "widget", fetched_at: float = 1_700_000_000.25) -> Outcome:
     data = json.dumps({"id": id_, "name": name})
-    return Record(
-        id_, "stored", data, url=f"http://api/items/{id_}", status=200, fetched_at=fetched_at
-    )
+    return Outcome(id_, STORED, f"http://api/items/{id_}", 200, data, fetched_at=fetched_at)
 
 
-def failure(id_: str, state: str, reason: str = "because", data: str | None = None) -> Record:
-    return Record(id_, state, data, reason, f"http://api/items/{id_}", 500, 1_700_000_100.5)
+def failure(id_: str, state: str, reason: str = "because", data: str | None = None) -> Outcome:
+    return Outcome(id_, state, f"http://api/items/{id_}", 500, data, reason, 1_700_000_100.5)
 
 
 @pytest.fixture
@@ -181,7 +186,7 @@ def test_attempts_count_the_failures_of_an_id(store: Store, database_url: str) -
     ],
 )
 def test_the_last_record_of_an_id_in_a_batch_wins(
-    store: Store, database_url: str, batch: list[Record], expected: tuple[str, str]
+    store: Store, database_url: str, batch: list[Outcome], expected: tuple[str, str]
 ) -> None:
     store.write(batch)
     state, name = expected
@@ -194,10 +199,10 @@ def test_the_last_record_of_an_id_in_a_batch_wins(
 def test_states_and_counts(store: Store) -> None:
     assert store.counts() == {"stored": 0, "not_found": 0, "invalid": 0, "failed": 0}
     assert store.states([]) == {}
-    records = [item(str(i), fetched_at=1_000.0 + i) for i in range(600)]
-    records += [failure("nf", "not_found"), failure("bad", "invalid", data="{}")]
-    records += [failure("f1", "failed"), failure("f2", "failed")]
-    store.write(records)
+    outcomes = [item(str(i), fetched_at=1_000.0 + i) for i in range(600)]
+    outcomes += [failure("nf", "not_found"), failure("bad", "invalid", data="{}")]
+    outcomes += [failure("f1", "failed"), failure("f2", "failed")]
+    store.write(outcomes)
     assert store.counts() == {"stored": 600, "not_found": 1, "invalid": 1, "failed": 2}
     ids = [str(i) for i in range(0, 1200, 2)] + ["nf", "bad", "f1", "nope"]
     started = time.perf_counter()
@@ -218,7 +223,7 @@ def test_unicode_and_large_payloads_round_trip(store: Store, database_url: str) 
     name = 'Zoë ☃ 東京 🚀 "quoted" back\\slash'
     big = {"name": name, "blob": "x" * 2_000_000, "list": list(range(10_000))}
     data = json.dumps(big, ensure_ascii=False)
-    store.write([Record("ü-1", "stored", data, fetched_at=1.0)])
+    store.write([Outcome("ü-1", STORED, "http://api/items/ü-1", data=data, fetched_at=1.0)])
     assert name_of(database_url, "items", "ü-1") == [name]
     [stored] = data_texts(database_url, "items")
     assert json.loads(stored) == big
@@ -226,10 +231,10 @@ def test_unicode_and_large_payloads_round_trip(store: Store, database_url: str) 
         assert stored == data
 
 
-def test_a_failed_write_leaves_nothing_half_written(store: Store, database_url: str) -> None:
+def test_a_refused_write_leaves_nothing_half_written(store: Store, database_url: str) -> None:
     store.write([item("1", name="before")])
-    broken = Record("3", "stored", "{not json", fetched_at=1.0)
-    with pytest.raises(StorageError, match="cannot write to DATABASE_URL"):
+    broken = Outcome("3", STORED, "http://api/items/3", data="{not json", fetched_at=1.0)
+    with pytest.raises(StorageRefused, match="cannot write to DATABASE_URL"):
         store.write([item("1", name="after"), failure("2", "not_found"), broken])
     assert name_of(database_url, "items", "1") == ["before"]
     assert store.counts() == {"stored": 1, "not_found": 0, "invalid": 0, "failed": 0}
@@ -246,19 +251,20 @@ def test_an_invalid_payload_that_is_not_json_is_kept_as_a_json_string(
 
 def test_write_rejects_a_record_it_cannot_store(store: Store) -> None:
     with pytest.raises(ValueError, match="'1' has an unknown state: 'done'"):
-        store.write([Record("1", "done", "{}")])
+        store.write([Outcome("1", "done", "http://api/items/1", data="{}")])
     with pytest.raises(ValueError, match="'2' is stored but has no data"):
-        store.write([Record("2", "stored")])
+        store.write([Outcome("2", STORED, "http://api/items/2")])
     assert sum(store.counts().values()) == 0
 
 
-def test_using_a_store_that_is_not_connected_raises(database_url: str) -> None:
+def test_a_store_that_is_not_connected_is_unavailable(database_url: str) -> None:
+    # Unavailable, not wrong: connecting is the cure.
     store = open_store(database_url)
-    with pytest.raises(StorageError, match="is not connected"):
+    with pytest.raises(StorageUnavailable, match="is not connected"):
         store.write([item("1")])
     store.connect()
     store.close()
-    with pytest.raises(StorageError, match="is not connected"):
+    with pytest.raises(StorageUnavailable, match="is not connected"):
         store.counts()
 
 
@@ -318,6 +324,7 @@ def test_unreachable_postgresql_names_the_masked_url_and_hides_the_password() ->
     assert message.startswith(f"cannot connect to DATABASE_URL {store.url}: ")
     assert "Connection refused" in message
     assert "hunter2" not in message
+    assert isinstance(error.value, StorageUnavailable)
     assert isinstance(error.value.__cause__, psycopg.OperationalError)
 
 
@@ -370,10 +377,10 @@ def test_postgresql_reconnects_after_its_connection_is_killed(
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
         ).fetchone()
     assert killed == (1,)
-    with pytest.raises(StorageError, match="cannot write to DATABASE_URL") as error:
+    with pytest.raises(StorageUnavailable, match="cannot write to DATABASE_URL") as error:
         store.write([item("2")])
     assert postgres_server.password not in str(error.value)
-    with pytest.raises(StorageError, match="lost its connection: call connect"):
+    with pytest.raises(StorageUnavailable, match="lost its connection: call connect"):
         store.states(["1"])
     store.connect()
     store.write([item("2")])

@@ -9,11 +9,12 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.conf import arglist_to_dict
 
-from ingest.config import ConfigError, id_source
+from ingest.config import ConfigError
+from ingest.ids import chunks, id_source
 from ingest.items import STATES
 from ingest.masking import mask_url
-from ingest.spiders.api import CHUNK, chunks
-from ingest.storage import StorageError, open_store
+from ingest.storage import open_store
+from ingest.storage.base import StorageError
 
 if TYPE_CHECKING:
     import argparse
@@ -89,7 +90,7 @@ class Command(ScrapyCommand):
                 return
             shown: list[str] = []
             total = pending = 0
-            for chunk in chunks(ids, CHUNK):
+            for chunk in chunks(ids):
                 total += len(chunk)
                 states = store.states(chunk)
                 missing = [id_ for id_ in chunk if id_ not in states]

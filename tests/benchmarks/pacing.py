@@ -77,6 +77,11 @@ CASES = {
         ("--limit", f"{NOMINAL},150/30", "--algorithm", "fixed"),
         "configured 100/10, server also 150/30 (fixed)",
     ),
+    "latency-50ms": Case(
+        NOMINAL,
+        nominal("--algorithm", "fixed", "--latency", "0.05"),
+        "fixed, every answer takes 50 ms, as a real API's may (AutoThrottle on)",
+    ),
     "errors-5pct": Case(
         NOMINAL,
         nominal("--algorithm", "fixed", "--error-rate", "0.05", "--error-statuses", "503"),

@@ -15,7 +15,8 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 
-from ingest.storage import Record, open_store
+from ingest.items import Outcome
+from ingest.storage import open_store
 from tests.support.postgres import running_postgres
 
 # fmt: off
@@ -56,7 +57,7 @@ def payload(rng: random.Random, id_: str) -> str:
     return json.dumps(doc, ensure_ascii=False)
 
 
-def records(n: int, seed: int) -> list[Record]:
+def records(n: int, seed: int) -> list[Outcome]:
     """What a crawl produces: mostly stored items, a few not found or invalid."""
     rng = random.Random(seed)
     out = []
@@ -65,12 +66,12 @@ def records(n: int, seed: int) -> list[Record]:
         url = f"http://127.0.0.1:8000/items/{id_}"
         roll = rng.random()
         if roll < 0.02:
-            out.append(Record(id_, "not_found", None, "HTTP 404", url, 404, time.time()))
+            out.append(Outcome(id_, "not_found", url, 404, None, "HTTP 404", time.time()))
         elif roll < 0.03:
             data = payload(rng, id_)
-            out.append(Record(id_, "invalid", data, "'price' is required", url, 200, time.time()))
+            out.append(Outcome(id_, "invalid", url, 200, data, "'price' is required", time.time()))
         else:
-            out.append(Record(id_, "stored", payload(rng, id_), None, url, 200, time.time()))
+            out.append(Outcome(id_, "stored", url, 200, payload(rng, id_), None, time.time()))
     return out
 
 
@@ -84,7 +85,7 @@ def database(backend: str) -> Iterator[str]:
             yield url
 
 
-def measure(backend: str, batch: Sequence[Record], batch_size: int) -> None:
+def measure(backend: str, batch: Sequence[Outcome], batch_size: int) -> None:
     n = len(batch)
     megabytes = sum(len(r.data or "") for r in batch) / 1e6
     with database(backend) as url:

@@ -89,6 +89,14 @@ class MockAPI:
         ids, reason, auth, token (a fingerprint), agent."""
         return list(self._call(f"/_mock/requests?since={since}")["requests"])
 
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """The record once it holds ``count`` requests; fails after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while len(record := self.requests()) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} requests in {timeout}s"
+            time.sleep(0.02)
+        return record
+
     def reset(self) -> None:
         """Back to the start: the record, quotas, injections, revoked tokens, changed items."""
         self._call("/_mock/reset", {})

@@ -6,10 +6,15 @@ import json
 import os
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
 from urllib.parse import quote
 
-from ingest.storage import STATES, Record, StorageError, failure_row, plan_write
+from ingest.storage.base import (
+    Plan,
+    StorageError,
+    StorageUnavailable,
+    failure_row,
+)
+from ingest.storage.sql import SqlStore
 
 # "JSON TEXT": declared JSON, with text affinity so that a payload such as '42' stays text.
 SCHEMA = """
@@ -61,15 +66,14 @@ SELECT id, state, fetched_at FROM failures WHERE id IN (SELECT value FROM json_e
 
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('items', 'failures')"
 
-COUNTS = """
-SELECT 'stored', count(*) FROM items
-UNION ALL
-SELECT state, count(*) FROM failures GROUP BY state
-"""
 
-
-class SQLiteStore:
+class SQLiteStore(SqlStore):
     """Items and failures in one SQLite file; `path` is absolute, `url` already masked."""
+
+    STATES_OF = STATES_OF
+    DRIVER = sqlite3
+    # Binding a value of a type SQLite cannot store is an InterfaceError.
+    MORE_REFUSALS = (sqlite3.InterfaceError,)
 
     def __init__(self, path: str, *, url: str, busy_timeout: float = 30.0) -> None:
         self.path = path
@@ -84,8 +88,9 @@ class SQLiteStore:
             return
         directory = os.path.dirname(self.path)
         if not os.path.isdir(directory):
+            # Unavailable, not wrong: the volume may be mounted again.
             problem = "is not a directory" if os.path.exists(directory) else "does not exist"
-            raise StorageError(
+            raise StorageUnavailable(
                 f"cannot open DATABASE_URL {self.url}: directory {directory} {problem}"
             )
         if not create and not os.path.isfile(self.path):
@@ -102,7 +107,7 @@ class SQLiteStore:
                 uri=not create,
             )
         except sqlite3.Error as exc:
-            raise StorageError(f"cannot open DATABASE_URL {self.url}: {exc}") from exc
+            raise self._error("cannot open", exc) from exc
         try:
             if create:
                 conn.execute("PRAGMA journal_mode = WAL")
@@ -116,12 +121,10 @@ class SQLiteStore:
             conn.close()
             if isinstance(exc, StorageError):
                 raise
-            raise StorageError(f"cannot open DATABASE_URL {self.url}: {exc}") from exc
+            raise self._error("cannot open", exc) from exc
         self._conn = conn
 
-    def write(self, records: Sequence[Record]) -> None:
-        plan = plan_write(records)
-        conn = self._connection()
+    def _apply(self, conn: sqlite3.Connection, plan: Plan) -> None:
         try:
             conn.execute("BEGIN IMMEDIATE")
             conn.executemany(
@@ -129,7 +132,7 @@ class SQLiteStore:
             )
             conn.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in plan.clear_items])
             conn.executemany(
-                UPSERT_ITEM, [(r.id, r.data, r.url, r.status, r.fetched_at) for r in plan.stored]
+                UPSERT_ITEM, [(o.id, o.data, o.url, o.status, o.fetched_at) for o in plan.stored]
             )
             conn.executemany(
                 UPSERT_FAILURE,
@@ -142,29 +145,7 @@ class SQLiteStore:
                     conn.rollback()
                 except sqlite3.Error as rollback_exc:
                     exc.add_note(f"rollback failed too: {rollback_exc}")
-            if isinstance(exc, sqlite3.Error):
-                raise StorageError(f"cannot write to DATABASE_URL {self.url}: {exc}") from exc
             raise
 
-    def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
-        rows = self._read(STATES_OF, {"ids": json.dumps(list(ids))})
-        return {id_: (state, fetched_at) for id_, state, fetched_at in rows}
-
-    def counts(self) -> dict[str, int]:
-        return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
-
-    def _connection(self) -> sqlite3.Connection:
-        if self._conn is None:
-            raise StorageError(f"DATABASE_URL {self.url} is not connected: call connect() first")
-        return self._conn
-
-    def _read(self, query: str, params: dict[str, str]) -> list[Any]:
-        try:
-            return self._connection().execute(query, params).fetchall()
-        except sqlite3.Error as exc:
-            raise StorageError(f"cannot read DATABASE_URL {self.url}: {exc}") from exc
+    def _ids_parameter(self, ids: Sequence[str]) -> object:
+        return json.dumps(list(ids))  # one parameter, read by json_each()

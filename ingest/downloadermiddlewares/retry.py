@@ -13,7 +13,8 @@ from scrapy.exceptions import NotConfigured
 from scrapy.utils.misc import load_object
 from scrapy.utils.response import response_status_message
 
-from ingest.headers import retry_after_seconds
+from ingest.backoff import full_jitter
+from ingest.ratelimit.quota import retry_after_seconds
 from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
 
 if TYPE_CHECKING:
@@ -30,17 +31,12 @@ RETRY_HTTP_CODES = frozenset({408, 500, 502, 503, 504, 522, 524})
 DELAY_META = "retry_delay"
 
 
-def backoff_delay(attempt: int, *, base: float, cap: float, rand: Callable[[], float]) -> float:
-    """Full jitter: a uniform draw from 0 up to ``base * 2**(attempt-1)``, at most ``cap``."""
-    return rand() * min(cap, base * 2 ** max(0, attempt - 1))
-
-
 class BackoffRetryMiddleware:
     """Scrapy's retry, but the retried request waits (alone) before it goes again.
 
-    The wait is ``backoff_delay``, never shorter than the server's ``Retry-After``.
-    Retries go through the scheduler and the rate limiter like any request, so each
-    one spends a token.
+    The wait is a full-jitter draw (``ingest.backoff``), never shorter than the
+    server's ``Retry-After``. Retries go through the scheduler and the rate limiter
+    like any request, so each one spends a token.
     """
 
     def __init__(
@@ -120,7 +116,7 @@ class BackoffRetryMiddleware:
         if retry is None:
             return None
         attempt = retry.meta["retry_times"]
-        delay = backoff_delay(attempt, base=self.base, cap=self.cap, rand=self.rand)
+        delay = full_jitter(attempt, base=self.base, cap=self.cap, rand=self.rand)
         if floor is not None:
             delay = max(delay, floor)
         retry.meta[DELAY_META] = delay

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote
 
@@ -10,7 +9,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from ingest.masking import mask_url
-from ingest.storage import STATES, Record, StorageError, failure_row, plan_write
+from ingest.storage.base import (
+    Plan,
+    StorageError,
+    StorageUnavailable,
+    failure_row,
+)
+from ingest.storage.sql import SqlStore
 
 CONNECT_TIMEOUT = 5
 
@@ -74,15 +79,15 @@ SELECT id, state, extract(epoch FROM fetched_at)::float8 FROM failures WHERE id 
 
 TABLES = "SELECT to_regclass('items') IS NOT NULL AND to_regclass('failures') IS NOT NULL"
 
-COUNTS = """
-SELECT 'stored', count(*) FROM items
-UNION ALL
-SELECT state, count(*) FROM failures GROUP BY state
-"""
 
-
-class PostgresStore:
+class PostgresStore(SqlStore):
     """Items and failures in a PostgreSQL database given by a postgresql:// URL."""
+
+    STATES_OF = STATES_OF
+    DRIVER = psycopg
+    # An id too long for the primary key's index: an OperationalError, like those of a
+    # lost connection, but about the value.
+    MORE_REFUSALS = (psycopg.errors.ProgramLimitExceeded,)
 
     def __init__(self, url: str) -> None:
         self.url = mask_url(url)
@@ -109,17 +114,13 @@ class PostgresStore:
         try:
             conn = psycopg.connect(self._conninfo, **self._options)
         except psycopg.Error as exc:
-            raise StorageError(
-                f"cannot connect to DATABASE_URL {self.url}: {self._describe(exc)}"
-            ) from exc
+            raise self._error("cannot connect to", exc) from exc
         if not create:
             try:
                 (found,) = conn.execute(TABLES).fetchone() or (False,)
             except psycopg.Error as exc:
                 conn.close()
-                raise StorageError(
-                    f"cannot read DATABASE_URL {self.url}: {self._describe(exc)}"
-                ) from exc
+                raise self._error("cannot read", exc) from exc
             if not found:
                 conn.close()
                 raise StorageError(f"DATABASE_URL {self.url} holds no ingest tables")
@@ -134,61 +135,33 @@ class PostgresStore:
                 conn.execute(SCHEMA.format(compression=compression))
         except psycopg.Error as exc:
             conn.close()
-            raise StorageError(
-                f"cannot create the tables in DATABASE_URL {self.url}: {self._describe(exc)}"
-            ) from exc
+            raise self._error("cannot create the tables in", exc) from exc
         self._conn = conn
 
-    def write(self, records: Sequence[Record]) -> None:
-        plan = plan_write(records)
-        conn = self._connection()
-        try:
-            with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
-                if plan.clear_failures:
-                    cur.execute("DELETE FROM failures WHERE id = ANY(%s)", (plan.clear_failures,))
-                if plan.clear_items:
-                    cur.execute("DELETE FROM items WHERE id = ANY(%s)", (plan.clear_items,))
-                if plan.stored:
-                    cur.executemany(
-                        UPSERT_ITEM,
-                        [(r.id, r.data, r.url, r.status, r.fetched_at) for r in plan.stored],
-                    )
-                if plan.failures:
-                    cur.executemany(
-                        UPSERT_FAILURE,
-                        [failure_row(f) for f in plan.failures],
-                    )
-        except psycopg.Error as exc:
-            raise StorageError(
-                f"cannot write to DATABASE_URL {self.url}: {self._describe(exc)}"
-            ) from exc
-
-    def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
-        rows = self._read(STATES_OF, {"ids": list(ids)})
-        return {id_: (state, fetched_at) for id_, state, fetched_at in rows}
-
-    def counts(self) -> dict[str, int]:
-        return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
-
-    def close(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            conn.close()
+    def _apply(self, conn: psycopg.Connection[Any], plan: Plan) -> None:
+        with conn.pipeline(), conn.transaction(), conn.cursor() as cur:
+            if plan.clear_failures:
+                cur.execute("DELETE FROM failures WHERE id = ANY(%s)", (plan.clear_failures,))
+            if plan.clear_items:
+                cur.execute("DELETE FROM items WHERE id = ANY(%s)", (plan.clear_items,))
+            if plan.stored:
+                cur.executemany(
+                    UPSERT_ITEM,
+                    [(o.id, o.data, o.url, o.status, o.fetched_at) for o in plan.stored],
+                )
+            if plan.failures:
+                cur.executemany(
+                    UPSERT_FAILURE,
+                    [failure_row(f) for f in plan.failures],
+                )
 
     def _connection(self) -> psycopg.Connection[Any]:
-        if self._conn is None:
-            raise StorageError(f"DATABASE_URL {self.url} is not connected: call connect() first")
-        if self._conn.closed:
-            raise StorageError(f"DATABASE_URL {self.url} lost its connection: call connect() again")
-        return self._conn
-
-    def _read(self, query: str, params: dict[str, Any]) -> list[Any]:
-        try:
-            return self._connection().execute(query, params).fetchall()
-        except psycopg.Error as exc:
-            raise StorageError(
-                f"cannot read DATABASE_URL {self.url}: {self._describe(exc)}"
-            ) from exc
+        conn: psycopg.Connection[Any] = super()._connection()
+        if conn.closed:
+            raise StorageUnavailable(
+                f"DATABASE_URL {self.url} lost its connection: call connect() again"
+            )
+        return conn
 
     def _describe(self, exc: Exception) -> str:
         """The error on one line, without the password should the server have echoed it."""

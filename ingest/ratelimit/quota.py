@@ -11,7 +11,7 @@ from email.utils import parsedate_to_datetime
 from typing import Protocol
 
 
-def http_date(value: str | bytes | None) -> float | None:
+def parse_http_date(value: str | bytes | None) -> float | None:
     """An HTTP-date (IMF-fixdate, RFC 850 or asctime) as epoch seconds, or None."""
     if value is None:
         return None
@@ -41,10 +41,10 @@ def retry_after_seconds(
     if text.isdigit():
         seconds = float(int(text))
     else:
-        when = http_date(text)
+        when = parse_http_date(text)
         if when is None:
             return None
-        reference = http_date(date)
+        reference = parse_http_date(date)
         seconds = when - (reference if reference is not None else now)
     return seconds if seconds > 0 else None
 
@@ -103,7 +103,7 @@ def _names_quota(name: str | bytes) -> bool:
     return "ratelimit" in lowered or "rate-limit" in lowered
 
 
-def quota(headers: HeaderSource, *, now: float) -> Quota | None:
+def quota_of(headers: HeaderSource, *, now: float) -> Quota | None:
     """The quota a response announces, or None when it announces none usably.
 
     Reads the IETF draft's current ``RateLimit``/``RateLimit-Policy`` pair, else its
@@ -115,7 +115,7 @@ def quota(headers: HeaderSource, *, now: float) -> Quota | None:
     names = getattr(headers, "keys", None)
     if names is not None and not any(_names_quota(name) for name in names()):
         return None  # the common case, answered before parsing any date
-    date = http_date(headers.get("Date"))
+    date = parse_http_date(headers.get("Date"))
     reference = date if date is not None else now
     for form in (_current_draft, _older_draft, _x_ratelimit):
         found = form(headers, reference)

@@ -12,8 +12,9 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.asyncio import create_looping_call
 
-from ingest.config import Rate, parse_rates
+from ingest.humanize import duration
 from ingest.items import STATES
+from ingest.ratelimit.rates import Rate, parse_rates
 
 if TYPE_CHECKING:
     from typing import Self
@@ -25,16 +26,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 WINDOW = 60.0
-
-
-def duration(seconds: float) -> str:
-    """``3725`` → ``1h02m05s``; ``65`` → ``1m05s``; ``4.2`` → ``4.2s``."""
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    whole = round(seconds)
-    hours, rest = divmod(whole, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}h{minutes:02d}m{secs:02d}s" if hours else f"{minutes}m{secs:02d}s"
 
 
 class Progress:
@@ -49,10 +40,7 @@ class Progress:
         rates: tuple[Rate, ...],
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.crawler = crawler
-        self.interval = interval
-        self.rates = rates
-        self.clock = clock
+        self.crawler, self.interval, self.rates, self.clock = crawler, interval, rates, clock
         self.sent: deque[float] = deque()
         self.first_sent: float | None = None
         self.last_sent: float | None = None
@@ -67,9 +55,12 @@ class Progress:
         if interval <= 0:
             raise NotConfigured("PROGRESS_INTERVAL is 0")
         ext = cls(crawler, interval, parse_rates(crawler.settings.get("RATELIMIT_RATE")))
-        crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
-        crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
-        crawler.signals.connect(ext.response_received, signal=signals.response_received)
+        for handler, signal in (
+            (ext.spider_opened, signals.spider_opened),
+            (ext.spider_closed, signals.spider_closed),
+            (ext.response_received, signals.response_received),
+        ):
+            crawler.signals.connect(handler, signal=signal)
         return ext
 
     @property

@@ -1,16 +1,23 @@
-"""Token-bucket arithmetic, and where the bucket's state lives."""
+"""Token-bucket arithmetic: when each request may go, and what the server's answers teach.
+
+Pure: the time comes from the ``clock`` a bucket is given, and everything it remembers
+is one :class:`BucketState`, which a backend keeps in memory or, shared by several
+workers, in Redis.
+"""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
-from ingest.config import Rate, by_period
+from ingest.ratelimit import learning
+from ingest.ratelimit.rates import Rate, by_period
 
 # Each rate is kept this much slower than nominal, so that a send that goes a
 # little late does not make the window after it a little too full. A window is
@@ -31,15 +38,6 @@ SPACING = 0.005
 # which costs CPU at every send. Shorter intervals follow the booked timeline,
 # where a send that goes late does not delay the next ones.
 GUARD_MIN_INTERVAL = 0.05
-# Learning from unexpected 429s: a lone one (timing noise against a bucket with no
-# burst, a limit a hair lower than configured) lowers the pace a little; another
-# within the pacing period means the limit really is lower, and the pace drops by
-# DECREASE at each. It then climbs back by steps, fast while well under the pace of
-# the last 429, slowly near it.
-GENTLE_DECREASE = 0.97
-DECREASE = 0.85
-FAST_STEP, SLOW_STEP = 0.05, 0.01
-MIN_SCALE = 0.05
 # After a pause every client of the API comes back at once unless each waits a
 # little longer, at random: this fraction of the pause, at most JITTER_MAX seconds.
 JITTER, JITTER_MAX = 0.05, 1.0
@@ -80,6 +78,38 @@ class Pause:
     added: float
 
 
+@dataclass(slots=True)
+class BucketState:
+    """Everything a bucket remembers between two calls."""
+
+    epoch: int = 0  # bumped when booked slots become void (a pause, a new quota)
+    scale: float = 1.0  # the share of the configured pace in use; < 1 after 429s
+    ceiling: float = 1.0  # the scale at the last unexpected 429
+    changed: float = -math.inf  # when the scale last changed
+    limited_at: float = -math.inf  # the last unexpected 429
+    paused_until: float = -math.inf
+    pause_began: float = -math.inf
+    budget_until: float = -math.inf  # the server said how many are left until then
+    budget_left: int = 0
+    tat: float = -math.inf  # theoretical arrival time of the next token (GCRA)
+    last_sent: float = -math.inf
+    announced: tuple[int, float] | None = None  # the quota the server announces
+    sends: deque[float] = field(default_factory=deque)  # booked or sent, oldest first
+
+    def dumps(self) -> str:
+        fields = asdict(self)
+        fields["sends"] = list(self.sends)
+        return json.dumps(fields, separators=(",", ":"))
+
+    @classmethod
+    def loads(cls, text: str | bytes) -> BucketState:
+        fields: dict[str, Any] = json.loads(text)
+        fields["sends"] = deque(fields["sends"])
+        if fields["announced"] is not None:
+            fields["announced"] = tuple(fields["announced"])
+        return cls(**fields)
+
+
 class TokenBucket:
     """Bookings against several rates at once, decided together, and what the
     server's answers teach about them.
@@ -100,51 +130,55 @@ class TokenBucket:
         spacing: float = SPACING,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
+        state: BucketState | None = None,
     ) -> None:
         if not rates:
             raise ValueError("a bucket needs at least one rate")
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
         self.configured = tuple(rates)
-        self.announced: Rate | None = None
-        self.rates = by_period(self.configured)
         self.burst, self.margin, self.spacing = burst, margin, spacing
         self.clock, self.rand = clock, rand
-        self.scale = 1.0  # the share of the configured pace in use; < 1 after 429s
-        self.ceiling = 1.0  # the scale at the last unexpected 429
-        self._changed = self._limited_at = -math.inf
-        self.epoch = 0
-        self.paused_until = self.pause_began = -math.inf
-        self._budget_until, self._budget_left = -math.inf, 0
-        self._tat = -math.inf  # theoretical arrival time of the next token (GCRA)
-        self._last_sent = -math.inf
-        self._sends: deque[float] = deque(maxlen=max(r.limit for r in self.rates))
+        self.state = state if state is not None else BucketState()
+        self._rates()
+
+    def _rates(self) -> None:
+        """The rates in force: the configured ones and the one the server announces."""
+        announced = self.state.announced
+        self.rates = by_period(self.configured + ((Rate(*announced),) if announced else ()))
+        # The longest window looks back as many sends as its limit: older ones never count.
+        keep = max(r.limit for r in self.rates)
+        if self.state.sends.maxlen != keep:
+            self.state.sends = deque(self.state.sends, maxlen=keep)
 
     # -------------------------------------------------------------- the rates
 
     @property
     def interval(self) -> float:
         """Seconds between two sends at the pacing rate."""
-        return self.rates[0].interval / self.scale
+        return self.rates[0].interval / self.state.scale
 
     @property
     def guarded(self) -> bool:
         """Whether actual sends are kept at least an interval (plus SPACING) apart."""
         return self.burst == 1 and self.interval >= GUARD_MIN_INTERVAL
 
-    @property
     def per_minute(self) -> float:
         """The pace in use, in requests per minute, all rates considered."""
-        return 60 * min(r.per_second for r in self.rates) * self.scale
+        return 60 * min(r.per_second for r in self.rates) * self.state.scale
+
+    def keep_for(self) -> float:
+        """Seconds a stored copy of this state still matters: while a window or a pause
+        does, and a day at least."""
+        s, longest = self.state, max(r.period for r in self.rates)
+        return max(86_400.0, 2 * longest / s.scale, s.paused_until - self.clock())
 
     def adopt(self, rate: Rate) -> bool:
         """Take the quota the server announces as one more rate; True if it is new."""
-        if rate == self.announced:
+        if (rate.limit, rate.period) == self.state.announced:
             return False
-        self.announced = rate
-        self.rates = by_period((*self.configured, rate))
-        if rate.limit > (self._sends.maxlen or 0):
-            self._sends = deque(self._sends, maxlen=rate.limit)
+        self.state.announced = (rate.limit, rate.period)
+        self._rates()
         self._void_bookings(self.clock())
         return True
 
@@ -152,40 +186,40 @@ class TokenBucket:
 
     def reserve(self) -> Reservation:
         """Book the earliest slot every rate allows; returns how long to wait for it."""
-        now = self.clock()
+        s, now = self.state, self.clock()
         interval = self.interval * (1 + self.margin)
-        at = max(now, self.paused_until, self._tat - (self.burst - 1) * interval)
+        at = max(now, s.paused_until, s.tat - (self.burst - 1) * interval)
         for rate in self.rates:
-            if len(self._sends) >= rate.limit:
-                window = rate.period / self.scale
+            if len(s.sends) >= rate.limit:
+                window = rate.period / s.scale
                 window += max(window * self.margin, WINDOW_MARGIN if self.margin else 0.0)
-                at = max(at, self._sends[-rate.limit] + window)
-        imposed = self.paused_until
-        if at < self._budget_until:
-            if self._budget_left > 0:
-                self._budget_left -= 1
+                at = max(at, s.sends[-rate.limit] + window)
+        imposed = s.paused_until
+        if at < s.budget_until:
+            if s.budget_left > 0:
+                s.budget_left -= 1
             else:
-                at = imposed = max(imposed, self._budget_until)
-        self._tat = max(self._tat, at) + interval
-        self._sends.append(at)
-        return Reservation(at - now, self.epoch, at, self.guarded, max(0.0, imposed - now))
+                at = imposed = max(imposed, s.budget_until)
+        s.tat = max(s.tat, at) + interval
+        s.sends.append(at)
+        return Reservation(at - now, s.epoch, at, self.guarded, max(0.0, imposed - now))
 
     def confirm(self, slot: Reservation) -> Confirmation:
         """Called at the booked time, just before sending."""
-        now = self.clock()
-        if slot.epoch != self.epoch:
+        s, now = self.state, self.clock()
+        if slot.epoch != s.epoch:
             return Confirmation(None, now)
         if self.guarded:
-            wait = self._last_sent + self.interval * (1 + self.spacing) - now
+            wait = s.last_sent + self.interval * (1 + self.spacing) - now
             if wait > 0:
                 return Confirmation(wait, now)
-        self._last_sent = now
+        s.last_sent = now
         self._record(slot.at, now)
         return Confirmation(0.0, now)
 
     def _record(self, booked: float, sent: float) -> None:
         """The windows count a send when it went, which may be later than booked."""
-        sends = self._sends
+        sends = self.state.sends
         for i in range(len(sends) - 1, -1, -1):
             if sends[i] < booked:
                 return
@@ -199,149 +233,59 @@ class TokenBucket:
 
     def _void_bookings(self, now: float) -> None:
         """Give up the slots booked for the future; their holders book again."""
-        self.epoch += 1
-        while self._sends and self._sends[-1] > now:
-            self._sends.pop()
-        last = self._sends[-1] if self._sends else -math.inf
-        self._tat = last + self.interval * (1 + self.margin)
-
-    # -------------------------------------------------------------- feedback
-
-    def pause(self, seconds: float) -> Pause:
-        """Hold every send for ``seconds`` (plus a little jitter); then resume one at a
-        time, paced. A pause that falls within the current one changes nothing."""
-        now = self.clock()
-        until = now + seconds + self.rand() * min(JITTER * seconds, JITTER_MAX)
-        if until <= self.paused_until:
-            return Pause(started=False, remaining=self.paused_until - now, added=0.0)
-        started = self.paused_until <= now
-        if started:
-            self.pause_began = now
-        added = until - max(now, self.paused_until)
-        self.paused_until = until
-        self._void_bookings(now)
-        # After the pause only one token is available: no burst on resume.
-        self._tat = until + (self.burst - 1) * self.interval
-        return Pause(started=started, remaining=until - now, added=added)
+        s = self.state
+        s.epoch += 1
+        while s.sends and s.sends[-1] > now:
+            s.sends.pop()
+        last = s.sends[-1] if s.sends else -math.inf
+        s.tat = last + self.interval * (1 + self.margin)
 
     def restart(self) -> None:
         """The next send goes an interval from now at the soonest, and no booking made
         before stands: pacing starts again from this moment."""
         now = self.clock()
         self._void_bookings(now)
-        self._tat = max(self._tat, now + self.interval * (1 + self.margin))
+        self.state.tat = max(self.state.tat, now + self.interval * (1 + self.margin))
+
+    # -------------------------------------------------------------- feedback
+
+    def pause(self, seconds: float) -> Pause:
+        """Hold every send for ``seconds`` (plus a little jitter); then resume one at a
+        time, paced. A pause that falls within the current one changes nothing."""
+        s, now = self.state, self.clock()
+        until = now + seconds + self.rand() * min(JITTER * seconds, JITTER_MAX)
+        if until <= s.paused_until:
+            return Pause(started=False, remaining=s.paused_until - now, added=0.0)
+        started = s.paused_until <= now
+        if started:
+            s.pause_began = now
+        added = until - max(now, s.paused_until)
+        s.paused_until = until
+        self._void_bookings(now)
+        # After the pause only one token is available: no burst on resume.
+        s.tat = until + (self.burst - 1) * self.interval
+        return Pause(started=started, remaining=until - now, added=added)
 
     def remaining_pause(self) -> float:
-        return max(0.0, self.paused_until - self.clock())
+        return max(0.0, self.state.paused_until - self.clock())
 
     def budget(self, remaining: int, reset: float, sent_at: float) -> None:
         """The server says ``remaining`` requests are left for the next ``reset``
         seconds, as of when it received the request sent at ``sent_at``: the sends
         made since then are not counted in it yet."""
-        now = self.clock()
-        unseen = sum(1 for t in self._sends if t > sent_at)
-        self._budget_until = now + reset
-        self._budget_left = remaining - unseen
-        if self._budget_left < 0:
+        s, now = self.state, self.clock()
+        s.budget_until = now + reset
+        s.budget_left = remaining - sum(1 for t in s.sends if t > sent_at)
+        if s.budget_left < 0:
             self._void_bookings(now)
-            self._budget_left = remaining - sum(1 for t in self._sends if t > sent_at)
+            s.budget_left = remaining - sum(1 for t in s.sends if t > sent_at)
 
     def limited(self, sent_at: float) -> bool:
-        """A 429 the rates did not predict: slow down. Answers to requests sent
-        before the current pause began are part of what caused it, not news."""
-        if sent_at <= self.pause_began:
-            return False
-        now = self.clock()
-        again = now - self._limited_at < self.rates[0].period
-        self._limited_at = now
-        self.ceiling = self.scale
-        self.scale = max(MIN_SCALE, self.scale * (DECREASE if again else GENTLE_DECREASE))
-        self._changed = now
-        return True
+        """A 429 the rates did not predict: slow down (True), unless it answers a request
+        sent before the current pause began: part of what caused it, not news."""
+        return learning.slow_down(self.state, sent_at, self.rates[0].period, self.clock())
 
     def succeeded(self) -> bool:
         """An answer that was not rate limited: after a quiet while, probe a little
         faster. Returns True if the pace changed."""
-        now = self.clock()
-        if self.scale >= 1.0 or now - self._changed < self.rates[0].period / 6:
-            return False
-        step = FAST_STEP if self.scale < 0.95 * self.ceiling else SLOW_STEP
-        self.scale = min(1.0, self.scale + step)
-        self._changed = now
-        return True
-
-
-class Backend(Protocol):
-    """Where buckets live: in this process, or shared by several workers."""
-
-    async def reserve(self, key: str) -> Reservation: ...
-
-    async def confirm(self, key: str, slot: Reservation) -> Confirmation: ...
-
-    async def pause(self, key: str, seconds: float) -> Pause: ...
-
-    async def restart(self, key: str) -> None: ...
-
-    async def budget(self, key: str, remaining: int, reset: float, sent_at: float) -> None: ...
-
-    async def adopt(self, key: str, rate: Rate) -> bool: ...
-
-    async def limited(self, key: str, sent_at: float) -> bool: ...
-
-    async def succeeded(self, key: str) -> bool: ...
-
-    async def per_minute(self, key: str) -> float: ...
-
-    async def close(self) -> None: ...
-
-
-class MemoryBackend:
-    """One bucket per API in this process."""
-
-    def __init__(
-        self,
-        rates: Sequence[Rate],
-        *,
-        burst: int = 1,
-        clock: Callable[[], float] = time.monotonic,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self.rates, self.burst, self.clock, self.rand = tuple(rates), burst, clock, rand
-        self.buckets: dict[str, TokenBucket] = {}
-
-    def bucket(self, key: str) -> TokenBucket:
-        if key not in self.buckets:
-            self.buckets[key] = TokenBucket(
-                self.rates, burst=self.burst, clock=self.clock, rand=self.rand
-            )
-        return self.buckets[key]
-
-    async def reserve(self, key: str) -> Reservation:
-        return self.bucket(key).reserve()
-
-    async def confirm(self, key: str, slot: Reservation) -> Confirmation:
-        return self.bucket(key).confirm(slot)
-
-    async def pause(self, key: str, seconds: float) -> Pause:
-        return self.bucket(key).pause(seconds)
-
-    async def restart(self, key: str) -> None:
-        self.bucket(key).restart()
-
-    async def budget(self, key: str, remaining: int, reset: float, sent_at: float) -> None:
-        self.bucket(key).budget(remaining, reset, sent_at)
-
-    async def adopt(self, key: str, rate: Rate) -> bool:
-        return self.bucket(key).adopt(rate)
-
-    async def limited(self, key: str, sent_at: float) -> bool:
-        return self.bucket(key).limited(sent_at)
-
-    async def succeeded(self, key: str) -> bool:
-        return self.bucket(key).succeeded()
-
-    async def per_minute(self, key: str) -> float:
-        return self.bucket(key).per_minute
-
-    async def close(self) -> None:
-        self.buckets.clear()
+        return learning.speed_up(self.state, self.rates[0].period, self.clock())

@@ -1,4 +1,4 @@
-"""An API that cannot be reached mid-crawl: requests wait for it, one probes, no id fails."""
+"""Outages mid-crawl: while the API cannot be reached or the database is down, requests wait."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING
 from scrapy.exceptions import CannotResolveHostError, DownloadConnectionRefusedError
 from twisted.internet.error import ConnectError, DNSLookupError
 
-from ingest.groupcommit import outage_backoff
-from ingest.middlewares import origin
-from ingest.progress import duration
+from ingest import signals as ingest_signals
+from ingest.api import origin
+from ingest.backoff import exponential
+from ingest.humanize import duration
 from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
 
 if TYPE_CHECKING:
@@ -55,8 +56,10 @@ class Outage:
     probing: bool = False
 
 
-class UnreachableMiddleware:
-    """Turns a network outage into a wait, not into thousands of ``failed`` ids.
+class OutagesMiddleware:
+    """Turns a network outage into a wait, not into thousands of ``failed`` ids; and
+    holds every request while the database is down (the storage pipeline says when),
+    so that no quota is spent on outcomes that could not be written.
 
     When a request cannot connect to the API, the API is taken to be down: that
     request goes back to the queue without spending one of its retries, and every
@@ -74,31 +77,49 @@ class UnreachableMiddleware:
         clock: Callable[[], float] = time.monotonic,
         backoff: Callable[[int], float] | None = None,
     ) -> None:
-        self.crawler = crawler
-        self.stats = stats
-        self.waiter = waiter
-        self.clock = clock
-        self.backoff = backoff or partial(outage_backoff, cap=PROBE_EVERY)
+        self.crawler, self.stats, self.waiter, self.clock = crawler, stats, waiter, clock
+        self.backoff = backoff or partial(exponential, base=0.5, cap=PROBE_EVERY)
         self.outages: dict[str, Outage] = {}
         self.down_seconds = 0.0
+        self.storage_down = False
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         assert crawler.stats is not None
-        return cls(crawler, crawler.stats, Waiter(lambda: crawl_is_stopping(crawler)))
+        middleware = cls(crawler, crawler.stats, Waiter(lambda: crawl_is_stopping(crawler)))
+        connect = crawler.signals.connect
+        connect(middleware.storage_unavailable, signal=ingest_signals.storage_unavailable)
+        connect(middleware.storage_available, signal=ingest_signals.storage_available)
+        return middleware
+
+    def storage_unavailable(self) -> None:
+        self.storage_down = True
+
+    def storage_available(self) -> None:
+        self.storage_down = False
 
     async def process_request(self, request: Request) -> None:
         key = origin(request)
-        while (outage := self.outages.get(key)) is not None:
-            now = self.clock()
-            if not outage.probing and now >= outage.next_probe:
-                outage.probing = True
-                return
-            wait = outage.next_probe - now if not outage.probing else self.waiter.step
-            try:
-                await self.waiter.sleep(max(0.0, min(wait, self.waiter.step)))
-            except Stopping:
-                raise give_back(self.crawler, request) from None
+        try:
+            while (wait := self._wait(key)) is not None:
+                await self.waiter.sleep(wait)
+        except Stopping:
+            raise give_back(self.crawler, request) from None
+
+    def _wait(self, key: str) -> float | None:
+        """How long to wait before looking again; None: go (perhaps as the probe)."""
+        if self.storage_down:
+            return self.waiter.step
+        outage = self.outages.get(key)
+        if outage is None:
+            return None
+        now = self.clock()
+        if outage.probing:
+            return self.waiter.step
+        if now >= outage.next_probe:
+            outage.probing = True
+            return None
+        return min(self.waiter.step, outage.next_probe - now)
 
     def process_response(self, request: Request, response: Response) -> Response:
         outage = self.outages.pop(origin(request), None)
@@ -113,6 +134,7 @@ class UnreachableMiddleware:
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> Request | None:
+        """A request that could not connect goes back to the queue, its retries unspent."""
         key, now = origin(request), self.clock()
         outage = self.outages.get(key)
         if not isinstance(exception, UNREACHABLE):

@@ -9,14 +9,14 @@ from email.utils import formatdate
 import pytest
 from scrapy.http import Headers
 
-from ingest.headers import Quota, quota, rate_limited
+from ingest.ratelimit.quota import Quota, quota_of, rate_limited
 
 SERVER_NOW = 1_700_000_000
 DATE = formatdate(SERVER_NOW, usegmt=True)
 
 
 def read(fields: Mapping[str, str | bytes | list[str]], now: float = SERVER_NOW) -> Quota | None:
-    return quota(Headers(fields), now=now)
+    return quota_of(Headers(fields), now=now)
 
 
 def test_no_rate_limit_headers_mean_no_quota() -> None:

@@ -1,0 +1,84 @@
+"""A job in Redis: its id, its keys, and scrapy-redis's scheduler keyed by it."""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from scrapy.exceptions import ScrapyDeprecationWarning
+from scrapy.settings import SETTINGS_PRIORITIES
+from scrapy_redis.dupefilter import RFPDupeFilter
+from scrapy_redis.scheduler import Scheduler
+
+from ingest.ids import IdRanges, IdSource
+from ingest.masking import mask_url
+
+if TYPE_CHECKING:
+    from scrapy import Spider
+    from scrapy.settings import BaseSettings
+
+# scrapy-redis 0.9.1 passes ``spider=`` to the stats collector, deprecated in Scrapy
+# 2.19: harmless, and these two calls are all that warn.
+warnings.filterwarnings(
+    "ignore",
+    message=r"Passing a 'spider' argument to StatsCollector\.inc_value\(\) is deprecated",
+    category=ScrapyDeprecationWarning,
+    module=r"scrapy_redis\.scheduler",
+)
+
+
+def job_id(url_template: str, ids: IdSource, database_url: str) -> str:
+    """The same command gives the same job, on any machine: an id file is known by
+    its ids, not by its path."""
+    digest = hashlib.sha1(usedforsecurity=False)
+    for part in (url_template, mask_url(database_url), type(ids).__name__):
+        digest.update(part.encode() + b"\0")
+    if isinstance(ids, IdRanges):
+        digest.update(ids.describe().encode())
+    else:
+        for id_ in ids:
+            digest.update(id_.encode() + b"\n")
+    return digest.hexdigest()[:12]
+
+
+def job_keys(job: str) -> dict[str, str]:
+    prefix = f"ingest:{{{job}}}"
+    return {
+        "queue": f"{prefix}:requests",
+        "seen": f"{prefix}:seen",
+        "workers": f"{prefix}:workers",
+        "seeder": f"{prefix}:seeder",
+        "seeded": f"{prefix}:seeded",
+        "done": f"{prefix}:seeding-done",
+        "complete": f"{prefix}:complete",
+        "reconciler": f"{prefix}:reconciler",
+    }
+
+
+class DistributedAddon:
+    """With ``DISTRIBUTED``: scrapy-redis's scheduler (our job-keyed subclass), a
+    persistent queue, and the Redis rate-limit backend."""
+
+    def update_settings(self, settings: BaseSettings) -> None:
+        if not settings.getbool("DISTRIBUTED"):
+            return
+        project = SETTINGS_PRIORITIES["project"]
+        for name, value in {
+            "SCHEDULER": "ingest.distributed.jobs.JobScheduler",
+            "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
+            "SCHEDULER_PERSIST": True,
+            "RATELIMIT_BACKEND": "redis",
+        }.items():
+            if (settings.getpriority(name) or 0) <= project:
+                settings.set(name, value, priority="project")
+
+
+class JobScheduler(Scheduler):
+    """scrapy-redis's scheduler, with its queue and duplicate filter keyed by the job."""
+
+    def open(self, spider: Spider) -> Any:
+        keys = job_keys(spider.shared.job)  # type: ignore[attr-defined]
+        self.queue_key = keys["queue"]
+        self.df = RFPDupeFilter(self.server, key=keys["seen"])
+        return super().open(spider)

@@ -1,0 +1,88 @@
+"""Seeding the job's shared queue: one worker at a time, from where the last one got to."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from ingest.distributed.coordinator import LEASE, Coordinator
+from ingest.distributed.jobs import job_id
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+HIGH_WATER = 500  # seeding pauses while the shared queue holds this many requests
+CHUNK_BEHIND = 500  # ids read ahead of what is queued, at most (the worklist's chunk)
+
+
+class Counted:
+    """An iterator that counts what has been taken from it."""
+
+    def __init__(self, items: Iterator[str]) -> None:
+        self.items, self.taken = items, 0
+
+    def __iter__(self) -> Iterator[str]:
+        return self
+
+    def __next__(self) -> str:
+        item = next(self.items)
+        self.taken += 1
+        return item
+
+
+class SharedSeeding:
+    """The ids of the job as requests in the shared queue, by one worker at a time
+    (the holder of the seeding lease), the queue kept short. Where seeding got to is
+    recorded a chunk behind: ids read but not yet queued are queued again by a
+    successor, and the shared duplicate filter drops the repeats."""
+
+    def __init__(
+        self,
+        spider: Any,
+        coordinator: Coordinator,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.spider, self.coordinator, self.clock = spider, coordinator, clock
+        self.job = coordinator.job
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, spider: Any) -> Self:
+        s = crawler.settings
+        job = job_id(spider.url_template, spider.ids, s.get("DATABASE_URL"))
+        return cls(spider, Coordinator.from_url(s.get("REDIS_URL"), job, spider.run))
+
+    async def feed(self) -> AsyncIterator[tuple[str, str | None]]:
+        coordinator, worklist = self.coordinator, self.spider.worklist
+        while not await coordinator.seeding_done():
+            if not await coordinator.take_seeding():
+                await asyncio.sleep(LEASE / 3)
+                continue
+            skip = await coordinator.seeded()
+            if skip:
+                logger.info("Seeding the job's queue from id number %d", skip + 1)
+            ids = Counted(itertools.islice(iter(self.spider.ids), skip, None))
+            renewed = self.clock()
+            async for id_, state in worklist.todo(ids):
+                while await coordinator.queued() >= HIGH_WATER:
+                    await asyncio.sleep(0.2)
+                    if self.clock() - renewed > LEASE / 3:
+                        break
+                if self.clock() - renewed > LEASE / 3:
+                    await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
+                    if not await coordinator.take_seeding():
+                        break
+                    renewed = self.clock()
+                worklist.count("ids/scheduled")
+                yield id_, state
+            else:
+                await coordinator.finish_seeding()
+                logger.info("The job's ids are all queued")

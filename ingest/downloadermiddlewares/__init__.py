@@ -1,0 +1,1 @@
+"""Downloader middlewares of ingest: retries, the token, skipping what is done, outages."""

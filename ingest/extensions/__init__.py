@@ -1,0 +1,1 @@
+"""Extensions of ingest: progress, looking for lost ids when idle, a frozen heap."""

@@ -1,0 +1,97 @@
+"""When the queue runs dry: look for ids still without an outcome, and fetch them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+from scrapy.exceptions import DontCloseSpider, NotConfigured
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy.crawler import Crawler
+
+logger = logging.getLogger(__name__)
+
+MAX_PASSES = 3  # looks for ids left without an outcome, per run
+
+
+async def queue_lost(crawler: Crawler) -> int:
+    """Queue again every id of the job that has no outcome; returns how many."""
+    spider: Any = crawler.spider
+    assert crawler.engine is not None and crawler.stats is not None
+    scheduled = 0
+    async for id_, _ in spider.worklist.todo(lost_only=True):
+        scheduled += 1
+        crawler.engine.crawl(spider.request_for(id_, dont_filter=True))
+    if scheduled:
+        crawler.stats.inc_value("ids/recovered", scheduled)
+        logger.info("Fetching %d ids that have no outcome yet", scheduled)
+    return scheduled
+
+
+class IdleLook:
+    """Keeps the spider open while a look for lost ids runs at idle, and closes it as
+    soon as a look ends the job (rather than at the engine's next idle check)."""
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+        self._look: asyncio.Future[int] | None = None
+        crawler.signals.connect(self.spider_idle, signal=signals.spider_idle)
+
+    async def look(self) -> int:
+        """Look for lost ids; returns how many were queued again."""
+        raise NotImplementedError
+
+    def finished(self, scheduled: int | None) -> bool:
+        """Whether the job is done, after a look that queued ``scheduled`` ids."""
+        raise NotImplementedError
+
+    def spider_idle(self) -> None:
+        if getattr(self.crawler.spider, "worklist", None) is None:
+            return  # a spider that does not fetch ids
+        if self._look is not None and not self._look.done():
+            raise DontCloseSpider
+        if self._look is not None:
+            scheduled, self._look = self._look.result(), None
+            if self.finished(scheduled):
+                return
+        self._look = asyncio.ensure_future(self._then_close())
+        raise DontCloseSpider
+
+    async def _then_close(self) -> int:
+        scheduled = await self.look()
+        engine = self.crawler.engine
+        if self.finished(scheduled) and engine is not None and engine.spider_is_idle():
+            await engine.close_spider_async(reason="finished")
+        return scheduled
+
+
+class Reconcile(IdleLook):
+    """Each time the queue runs dry, look in the database for ids of the job that still
+    have no outcome (lost with a forced stop, or a write that never happened) and fetch
+    them; the job is done when a look finds none, or after ``MAX_PASSES`` looks.
+
+    This is what makes a rerun complete whatever stopped the last one. With
+    ``DISTRIBUTED``, :class:`ingest.distributed.worker.Worker` does this for all workers.
+    """
+
+    def __init__(self, crawler: Crawler, max_passes: int = MAX_PASSES) -> None:
+        super().__init__(crawler)
+        self.max_passes, self.passes = max_passes, 0
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        if crawler.settings.getbool("DISTRIBUTED"):
+            raise NotConfigured("DISTRIBUTED: the workers reconcile together")
+        return cls(crawler)
+
+    async def look(self) -> int:
+        self.passes += 1
+        return await queue_lost(self.crawler)
+
+    def finished(self, scheduled: int | None) -> bool:
+        return scheduled == 0 or self.passes >= self.max_passes

@@ -1,0 +1,48 @@
+"""What 429s the configured rates did not predict teach: a slower pace, then a careful climb."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+# A lone unexpected 429 (timing noise against a bucket with no burst, a limit a hair
+# lower than configured) lowers the pace a little; another within the pacing period
+# means the limit really is lower, and the pace drops by DECREASE at each. It then
+# climbs back by steps, fast while well under the pace of the last 429, slowly near it.
+GENTLE_DECREASE = 0.97
+DECREASE = 0.85
+FAST_STEP, SLOW_STEP = 0.05, 0.01
+MIN_SCALE = 0.05
+
+
+class PaceState(Protocol):
+    """What learning reads and changes of a bucket's state."""
+
+    scale: float  # the share of the configured pace in use
+    ceiling: float  # the scale at the last unexpected 429
+    changed: float  # when the scale last changed
+    limited_at: float  # the last unexpected 429
+    pause_began: float
+
+
+def slow_down(state: PaceState, sent_at: float, period: float, now: float) -> bool:
+    """Lower ``state.scale`` after an unexpected 429 to a request sent at ``sent_at``;
+    False (and no change) when it was sent before the current pause began."""
+    if sent_at <= state.pause_began:
+        return False
+    again = now - state.limited_at < period
+    state.limited_at = now
+    state.ceiling = state.scale
+    state.scale = max(MIN_SCALE, state.scale * (DECREASE if again else GENTLE_DECREASE))
+    state.changed = now
+    return True
+
+
+def speed_up(state: PaceState, period: float, now: float) -> bool:
+    """Raise ``state.scale`` a step once a sixth of the pacing period has passed
+    without a change; True if it changed."""
+    if state.scale >= 1.0 or now - state.changed < period / 6:
+        return False
+    step = FAST_STEP if state.scale < 0.95 * state.ceiling else SLOW_STEP
+    state.scale = min(1.0, state.scale + step)
+    state.changed = now
+    return True

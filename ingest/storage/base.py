@@ -1,0 +1,154 @@
+"""The storage contract: the Store protocol, its errors, and how a batch of outcomes is written."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from ingest.items import FAILED, STATES, STORED, Outcome
+
+
+class StorageError(Exception):
+    """A store could not do what it was asked; the message names the masked URL."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached or cannot work now (connection refused or lost,
+    shutdown, disk full, locked, timed out, not connected): the same call succeeds once
+    it is back, after connecting again."""
+
+
+class StorageRefused(StorageError):
+    """The database refused what the outcomes hold (a value a column refuses, a broken
+    constraint, a limit a value exceeds): as they are, they would fail forever."""
+
+
+class Store(Protocol):
+    """One database holding the `items` and `failures` tables; used from one thread.
+
+    A store sorts its driver's errors as it raises them: `StorageUnavailable` or
+    `StorageRefused`; a plain `StorageError` when the database is not one of ours.
+    """
+
+    url: str  # masked: safe to log
+
+    def connect(self, *, create: bool = True) -> None:
+        """Connect (again, if the connection was lost), creating the tables. With
+        ``create=False`` nothing is created: the database must exist and hold them."""
+
+    def write(self, outcomes: Sequence[Outcome]) -> None:
+        """Apply the outcomes in one transaction, in turn (see `plan_write`)."""
+
+    def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
+        """id -> (state, fetched_at) for the ids that have an outcome."""
+
+    def counts(self) -> dict[str, int]:
+        """How many ids stand in each state, every state named."""
+
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """A failure row to upsert: the outcome, and how many failures it adds to `attempts`."""
+
+    outcome: Outcome
+    attempts: int
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one `write` does, in this order, so that the result is that of the outcomes in turn.
+
+    1. delete the `failures` rows of `clear_failures` (stored, or stored earlier in the batch);
+    2. delete the `items` rows of `clear_items` (not_found or invalid);
+    3. upsert `items` with `stored`;
+    4. upsert `failures` with `failures`, each only where the id has no `items` row,
+       so that a transient `failed` never replaces stored data.
+    """
+
+    clear_failures: list[str]
+    clear_items: list[str]
+    stored: list[Outcome]
+    failures: list[Failure]
+
+
+@dataclass(frozen=True, slots=True)
+class _Standing:
+    """Where one id stands after some of a batch's outcomes, applied in turn."""
+
+    outcome: Outcome
+    attempts: int  # failures added to the row's count
+    reset: bool  # the failures row goes first: the id was stored earlier in the batch
+    drop: bool  # the items row goes first: not_found or invalid
+
+
+def _then(previous: _Standing | None, outcome: Outcome) -> _Standing:
+    if outcome.state == STORED:
+        return _Standing(outcome, 0, reset=True, drop=False)
+    if previous is None:
+        return _Standing(outcome, 1, reset=False, drop=outcome.state != FAILED)
+    if previous.outcome.state == STORED:
+        if outcome.state == FAILED:
+            return previous
+        return _Standing(outcome, 1, reset=True, drop=True)
+    drop = previous.drop or outcome.state != FAILED
+    return _Standing(outcome, previous.attempts + 1, previous.reset, drop)
+
+
+def plan_write(outcomes: Sequence[Outcome]) -> Plan:
+    """Fold a batch into one operation per id, as if its outcomes were applied one after another."""
+    standings: dict[str, _Standing] = {}
+    for outcome in outcomes:
+        if outcome.state not in STATES:
+            raise ValueError(f"outcome {outcome.id!r} has an unknown state: {outcome.state!r}")
+        if outcome.state == STORED and outcome.data is None:
+            raise ValueError(f"outcome {outcome.id!r} is stored but has no data")
+        standings[outcome.id] = _then(standings.get(outcome.id), outcome)
+    plan = Plan([], [], [], [])
+    for id_, standing in standings.items():
+        if standing.reset:
+            plan.clear_failures.append(id_)
+        if standing.drop:
+            plan.clear_items.append(id_)
+        if standing.outcome.state == STORED:
+            plan.stored.append(standing.outcome)
+        else:
+            plan.failures.append(Failure(standing.outcome, standing.attempts))
+    return plan
+
+
+def failure_row(failure: Failure) -> dict[str, object]:
+    """The parameters of one failure upsert, named as in both stores' statements."""
+    outcome = failure.outcome
+    return {
+        "id": outcome.id,
+        "state": outcome.state,
+        "reason": outcome.reason,
+        "data": failure_payload(outcome.data),
+        "url": outcome.url,
+        "status": outcome.status,
+        "fetched_at": outcome.fetched_at,
+        "attempts": failure.attempts,
+    }
+
+
+def failure_payload(data: str | None) -> str | None:
+    """A failure's payload as JSON both databases accept: non-JSON text becomes a JSON string.
+
+    An `invalid` payload may not be JSON at all; refusing it would fail the whole batch.
+    """
+    if data is None:
+        return None
+    try:
+        json.loads(data, parse_constant=_reject_constant)
+    except ValueError:
+        return json.dumps(data)
+    # PostgreSQL's jsonb cannot hold U+0000, which the JSON text may spell as an escape.
+    return json.dumps(data) if "\\u0000" in data else data
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,93 @@
+"""What the SQL stores share: lookups by id, counts, closing, and their drivers' errors sorted."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from ingest.items import STATES, Outcome
+from ingest.storage.base import (
+    Plan,
+    StorageError,
+    StorageRefused,
+    StorageUnavailable,
+    plan_write,
+)
+
+COUNTS = """
+SELECT 'stored', count(*) FROM items
+UNION ALL
+SELECT state, count(*) FROM failures GROUP BY state
+"""
+
+
+class SqlStore:
+    """A store over one DB-API connection. A subclass names its driver module, the
+    errors besides DB-API's that mean the outcomes themselves were refused, and its
+    lookup query (``STATES_OF``, with an ``ids`` parameter); it connects and writes."""
+
+    url: str
+    STATES_OF: str
+    DRIVER: ModuleType
+    MORE_REFUSALS: tuple[type[Exception], ...] = ()
+    _conn: Any = None
+
+    @property
+    def refusals(self) -> tuple[type[Exception], ...]:
+        """What the driver raises about the outcomes themselves (a value a column
+        refuses, a broken constraint, a statement the values make invalid), as opposed
+        to about the database being reachable: DB-API names these alike in every driver."""
+        d = self.DRIVER
+        return (
+            d.DataError, d.IntegrityError, d.ProgrammingError, d.NotSupportedError,
+            *self.MORE_REFUSALS,
+        )  # fmt: skip
+
+    def write(self, outcomes: Sequence[Outcome]) -> None:
+        """Apply the outcomes in one transaction, as `plan_write` folds them."""
+        plan = plan_write(outcomes)
+        conn = self._connection()
+        try:
+            self._apply(conn, plan)
+        except self.DRIVER.Error as exc:
+            raise self._error("cannot write to", exc) from exc
+
+    def _apply(self, conn: Any, plan: Plan) -> None:
+        raise NotImplementedError
+
+    def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
+        rows = self._read(self.STATES_OF, {"ids": self._ids_parameter(ids)})
+        return {id_: (state, fetched_at) for id_, state, fetched_at in rows}
+
+    def counts(self) -> dict[str, int]:
+        return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    def _ids_parameter(self, ids: Sequence[str]) -> object:
+        return list(ids)
+
+    def _connection(self) -> Any:
+        if self._conn is None:
+            raise StorageUnavailable(
+                f"DATABASE_URL {self.url} is not connected: call connect() first"
+            )
+        return self._conn
+
+    def _read(self, query: str, params: dict[str, Any]) -> list[Any]:
+        try:
+            return list(self._connection().execute(query, params).fetchall())
+        except self.DRIVER.Error as exc:
+            raise self._error("cannot read", exc) from exc
+
+    def _error(self, doing: str, exc: Exception) -> StorageError:
+        """The driver's error, sorted: refused for what the outcomes hold, else unavailable."""
+        kind = StorageRefused if isinstance(exc, self.refusals) else StorageUnavailable
+        return kind(f"{doing} DATABASE_URL {self.url}: {self._describe(exc)}")
+
+    def _describe(self, exc: Exception) -> str:
+        return str(exc)

@@ -1,1 +1,0 @@
-"""The database backends behind `ingest.storage.open_store`."""

@@ -1,0 +1,119 @@
+"""Which ids need a request: the database, not the queue, is the record of what is done."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+
+from ingest.humanize import duration
+from ingest.ids import chunks
+from ingest.items import FAILED
+from ingest.stopping import Stopping
+from ingest.storage.ledger import Ledger
+
+if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
+
+    from ingest.ids import IdSource
+    from ingest.storage.base import StorageUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class ReadOutage:
+    """Tells, once each, when lookups of what is done begin and stop waiting for the database."""
+
+    def outage_began(self, error: StorageUnavailable) -> None:
+        logger.warning("Cannot read outcomes, retrying until the database is back: %s", error)
+
+    def outage_ended(self, seconds: float) -> None:
+        logger.info("Reading outcomes again after %s", duration(seconds))
+
+
+class Worklist:
+    """The ids of the job that still need a request, looked up a chunk at a time.
+
+    Stored and not_found ids are done; failed ids are tried again; invalid ones, and
+    every id, only with ``refresh``. A refresh fetches what was fetched before it
+    began; with JOBDIR that moment survives a stop (``job_state``), so a resumed
+    refresh does not fetch again what it already refreshed. Lookups wait out a
+    database outage, as writes do.
+    """
+
+    def __init__(
+        self,
+        ids: IdSource,
+        ledger: Ledger,
+        count: Callable[[str], object],
+        *,
+        refresh: bool = False,
+        job_state: Callable[[], dict[str, Any] | None] = lambda: None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ids, self.ledger, self.count = ids, ledger, count
+        self.refresh, self.job_state = refresh, job_state
+        self.started_at = clock()
+        self._opened = False
+
+    @property
+    def refresh_since(self) -> float:
+        state = self.job_state()
+        if state is None:
+            return self.started_at
+        return float(state.setdefault("refresh_since", self.started_at))
+
+    def needs_fetch(self, state: str | None, fetched_at: float = 0.0) -> bool:
+        if state is None:
+            return True
+        if self.refresh:
+            return fetched_at < self.refresh_since
+        return state == FAILED
+
+    def lost(self, state: str | None, fetched_at: float = 0.0) -> bool:
+        """No outcome at all (or, with refresh, not refreshed yet): what a stop, a dead
+        worker or an unwritten outcome leaves. Failed ids of this run are not lost."""
+        return state is None or (self.refresh and fetched_at < self.refresh_since)
+
+    async def states(self, ids: list[str]) -> dict[str, tuple[str, float]]:
+        if not self._opened:
+            await self.ledger.open()
+            self._opened = True
+        return await self.ledger.states(ids)
+
+    async def state_of(self, id_: str) -> tuple[str | None, float]:
+        return (await self.states([id_])).get(id_, (None, 0.0))
+
+    async def todo(
+        self, ids: Iterable[str] | None = None, *, lost_only: bool = False
+    ) -> AsyncIterator[tuple[str, str | None]]:
+        """(id, state) for the ids (of the job, by default) that need a request."""
+        wanted = self.lost if lost_only else self.needs_fetch
+        for chunk in chunks(self.ids if ids is None else ids):
+            states = await self.states(chunk)
+            for id_ in chunk:
+                state, fetched_at = states.get(id_, (None, 0.0))
+                if wanted(state, fetched_at):
+                    yield id_, state
+                elif not lost_only:
+                    self.count("ids/skipped")
+
+    async def feed(self, crawler: Crawler) -> AsyncIterator[tuple[str, str | None]]:
+        """The ids to request, as the downloader takes them: the queue stays short, and
+        a million ids never become a million requests in memory."""
+        try:
+            async for id_, state in self.todo():
+                engine = crawler.engine
+                while engine is not None and engine.running and engine.needs_backout():
+                    await crawler.signals.wait_for(signals.scheduler_empty)
+                self.count("ids/scheduled")
+                yield id_, state
+        except Stopping:
+            return
+
+    async def close(self) -> None:
+        if self._opened:
+            await self.ledger.close()
