@@ -16,11 +16,15 @@ PAUSED = "ratelimit_paused"
 # can succeed until the token is fixed (EX_NOPERM).
 UNAUTHORIZED = "api_unauthorized"
 
-EXIT_CODES = {PAUSED: 75, UNAUTHORIZED: 77}
+# A setting that only the API's first answer could show to be wrong (as the path of
+# the items in a batch's answer): exit as for any bad setting.
+BAD_SETTING = "bad_setting"
+
 # A bad argument or setting (as Scrapy's own usage errors), and an API that cannot be
 # reached before the first request (EX_UNAVAILABLE).
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 69
+EXIT_CODES = {PAUSED: 75, UNAUTHORIZED: 77, BAD_SETTING: EXIT_USAGE}
 
 
 # The crawls ending for a reason of this module, so that waits can stop at once.

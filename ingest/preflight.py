@@ -12,6 +12,7 @@ from urllib.request import getproxies, proxy_bypass
 import redis
 
 from ingest.api import check_api_url
+from ingest.batches import BatchSpec
 from ingest.config import (
     ConfigError,
     load_schema,
@@ -98,6 +99,7 @@ def check_settings(settings: BaseSettings) -> None:
         if settings.get(name) is not None:
             check(name, settings.get(name))
     check_api_url(settings.get("API_URL"))
+    BatchSpec.from_settings(settings)
     if settings.getbool("RATELIMIT_ENABLED"):
         parse_rates(settings.get("RATELIMIT_RATE"))
         parse_int("RATELIMIT_BURST", settings.get("RATELIMIT_BURST"), least=1)

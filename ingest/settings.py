@@ -19,6 +19,20 @@ COMMANDS_MODULE = "ingest.commands"
 API_URL = os.environ.get("INGEST_API_URL", "http://127.0.0.1:8700/items/{id}")
 # Sent as "Authorization: Bearer …", added only as the request leaves. [env INGEST_API_TOKEN]
 API_TOKEN = os.environ.get("INGEST_API_TOKEN") or None
+# Many ids in one request: at most API_BATCH_SIZE (1: one id a request, API_URL).
+# GET: API_BATCH_URL holds {ids}, the ids percent-encoded and joined by
+# API_BATCH_SEPARATOR, the URL kept within API_BATCH_MAX_URL bytes. POST: the JSON
+# of API_BATCH_BODY, its string "{ids}" replaced by the array of ids, goes to API_BATCH_URL.
+API_BATCH_SIZE = 1
+API_BATCH_URL = None
+API_BATCH_METHOD = "GET"
+API_BATCH_BODY = '{"ids": "{ids}"}'
+API_BATCH_SEPARATOR = ","
+API_BATCH_MAX_URL = 8000
+# Where an answer's items are: a dotted path; by default the answer itself when it is
+# an array, else the first of its "items", "data", "results" that is one.
+API_BATCH_ITEMS = None
+API_ITEM_ID = "id"  # the field of each item naming its id, compared as text
 # JSON Schema every payload must satisfy; the default fits the bundled mock API.
 ITEM_SCHEMA = str(Path(__file__).resolve().parent / "schemas" / "item.schema.json")
 
@@ -88,6 +102,7 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ingest.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
     "ingest.downloadermiddlewares.outages.OutagesMiddleware": 940,
+    "ingest.downloadermiddlewares.batchsize.BatchSizeMiddleware": 945,
     "ingest.ratelimit.middleware.RateLimitMiddleware": 950,
     "ingest.downloadermiddlewares.auth.ApiTokenMiddleware": 960,
 }
@@ -105,6 +120,9 @@ EXTENSIONS = {
 }
 
 # ---------------------------------------------------------------- JOBDIR
+# Batches of ids are named by their place in the job, so that a rerun does not queue
+# again what JOBDIR's queue holds (Scrapy's fingerprints for everything else).
+REQUEST_FINGERPRINTER_CLASS = "ingest.batches.BatchFingerprinter"
 # With -s JOBDIR=DIR the queue lives in SQLite: every push and pop is durable, so a
 # forced stop leaves it consistent. First in, first out: ids go in order.
 SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoSQLiteQueue"

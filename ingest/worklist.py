@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from scrapy import signals
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from ingest.storage.base import StorageUnavailable
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class ReadOutage:
@@ -48,7 +49,7 @@ class Worklist:
         self,
         ids: IdSource,
         ledger: Ledger,
-        count: Callable[[str], object],
+        count: Callable[..., object],
         *,
         refresh: bool = False,
         job_state: Callable[[], dict[str, Any] | None] = lambda: None,
@@ -101,16 +102,36 @@ class Worklist:
                 elif not lost_only:
                     self.count("ids/skipped")
 
+    async def groups(self, size: int) -> AsyncIterator[tuple[int, list[tuple[str, str | None]]]]:
+        """The job's ids cut in groups of ``size`` by their place in it, each group
+        numbered and holding only the ids that need a request (empty ones left out)."""
+        for number, group in enumerate(chunks(self.ids, size)):
+            todo = [pair async for pair in self.todo(group)]
+            if todo:
+                yield number, todo
+
     async def feed(self, crawler: Crawler) -> AsyncIterator[tuple[str, str | None]]:
         """The ids to request, as the downloader takes them: the queue stays short, and
         a million ids never become a million requests in memory."""
+        async for id_, state in self._as_taken(crawler, self.todo()):
+            self.count("ids/scheduled")
+            yield id_, state
+
+    async def feed_groups(
+        self, crawler: Crawler, size: int
+    ) -> AsyncIterator[tuple[int, list[tuple[str, str | None]]]]:
+        """:meth:`groups`, as the downloader takes them (see :meth:`feed`)."""
+        async for number, todo in self._as_taken(crawler, self.groups(size)):
+            self.count("ids/scheduled", len(todo))
+            yield number, todo
+
+    async def _as_taken(self, crawler: Crawler, source: AsyncIterator[T]) -> AsyncIterator[T]:
         try:
-            async for id_, state in self.todo():
+            async for entry in source:
                 engine = crawler.engine
                 while engine is not None and engine.running and engine.needs_backout():
                     await crawler.signals.wait_for(signals.scheduler_empty)
-                self.count("ids/scheduled")
-                yield id_, state
+                yield entry
         except Stopping:
             return
 

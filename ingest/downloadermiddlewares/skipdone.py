@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import IgnoreRequest
+
+from ingest.batches import IDS
 
 if TYPE_CHECKING:
     from typing import Self
@@ -24,7 +26,8 @@ class SkipDoneMiddleware:
     After a forced stop, JOBDIR's queue may still hold requests whose ids were stored
     before the process died. Requests made by this run were checked when they were
     made; the others are checked here, one indexed lookup each (which waits out a
-    database outage, as every lookup does).
+    database outage, as every lookup does). A batch of which some ids are done is
+    replaced by one for the others.
     """
 
     def __init__(self, crawler: Crawler, stats: StatsCollector) -> None:
@@ -35,15 +38,23 @@ class SkipDoneMiddleware:
         assert crawler.stats is not None
         return cls(crawler, crawler.stats)
 
-    async def process_request(self, request: Request) -> None:
-        spider = self.crawler.spider
-        id_ = request.meta.get("id")
+    async def process_request(self, request: Request) -> Request | None:
+        spider: Any = self.crawler.spider
         run = getattr(spider, "run", None)
-        if id_ is None or run is None or request.meta.get("run") == run:
-            return
-        worklist = spider.worklist  # type: ignore[union-attr]
-        state, fetched_at = await worklist.state_of(id_)
-        if not worklist.needs_fetch(state, fetched_at):
-            self.stats.inc_value("ids/skipped_queued")
-            raise AlreadyDone(f"id {id_} is {state} already")
+        if run is None or request.meta.get("run") == run:
+            return None
+        if "id" not in request.meta and IDS not in request.meta:
+            return None
+        ids = spider.ids_of(request)
+        worklist = spider.worklist
+        states = await worklist.states(ids)
+        needed = [id_ for id_ in ids if worklist.needs_fetch(*states.get(id_, (None, 0.0)))]
+        if len(needed) < len(ids):
+            self.stats.inc_value("ids/skipped_queued", len(ids) - len(needed))
+        if not needed:
+            raise AlreadyDone(f"{', '.join(ids[:3])}{'…' if len(ids) > 3 else ''}: done already")
+        if len(needed) < len(ids):
+            # A batch of which only some ids are still to do: asked for again, smaller.
+            return spider.batch_request(needed, like=request)
         request.meta["run"] = run
+        return None

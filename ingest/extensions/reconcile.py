@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 from scrapy.exceptions import DontCloseSpider, NotConfigured
 
+from ingest.ids import CHUNK
+
 if TYPE_CHECKING:
     from typing import Self
 
@@ -23,14 +25,24 @@ async def queue_lost(crawler: Crawler) -> int:
     """Queue again every id of the job that has no outcome; returns how many."""
     spider: Any = crawler.spider
     assert crawler.engine is not None and crawler.stats is not None
-    scheduled = 0
+    scheduled, lost = 0, []
     async for id_, _ in spider.worklist.todo(lost_only=True):
-        scheduled += 1
-        crawler.engine.crawl(spider.request_for(id_, dont_filter=True))
+        lost.append(id_)
+        if len(lost) == CHUNK:
+            scheduled += queue(crawler, lost)
+            lost = []
+    scheduled += queue(crawler, lost)
     if scheduled:
         crawler.stats.inc_value("ids/recovered", scheduled)
         logger.info("Fetching %d ids that have no outcome yet", scheduled)
     return scheduled
+
+
+def queue(crawler: Crawler, ids: list[str]) -> int:
+    assert crawler.engine is not None
+    for request in crawler.spider.requests_for(ids):  # type: ignore[union-attr]
+        crawler.engine.crawl(request)
+    return len(ids)
 
 
 class IdleLook:

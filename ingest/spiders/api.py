@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import logging
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy import Spider, signals
 from scrapy.exceptions import IgnoreRequest
-from scrapy.http import JsonRequest, TextResponse
+from scrapy.http import JsonRequest
 from scrapy.utils.response import response_status_message
 
+from ingest.answers import NoItems, describe, not_json, parse_json, read_batch, refusal, text_of
 from ingest.api import check_api_url, url_for
+from ingest.batches import CHUNK, IDS, TOO_BIG, BatchSpec, Sizer
 from ingest.config import parse_flag
+from ingest.endings import BAD_SETTING, end_crawl
 from ingest.ids import IdSource, id_source
 from ingest.items import FAILED, NOT_FOUND, STORED, Outcome
 from ingest.stopping import Waiter, crawl_is_stopping
@@ -28,18 +31,18 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from twisted.python.failure import Failure
 
+logger = logging.getLogger(__name__)
+
 GONE = frozenset({404, 410})
-
-
-def reject_constant(name: str) -> Any:
-    """NaN and Infinity are not JSON (RFC 8259), whatever Python's json accepts."""
-    raise ValueError(f"{name} is not JSON")
 
 
 class ApiSpider(Spider):
     """Fetches ``API_URL`` for every id of ``-a ids=…`` or ``-a ids_file=…`` that
     needs it (see :class:`ingest.worklist.Worklist`; ``-a refresh=1`` fetches every
     id again), and yields one :class:`Outcome` per answer.
+
+    With ``API_BATCH_SIZE`` above 1, many ids go in one request to ``API_BATCH_URL``
+    (:mod:`ingest.batches`), and each id of the answer still gets its own outcome.
 
     With ``DISTRIBUTED``, the ids come from the job's shared queue, seeded by one
     worker at a time (:mod:`ingest.distributed`).
@@ -50,6 +53,8 @@ class ApiSpider(Spider):
 
     url_template: str
     worklist: Worklist
+    batching: BatchSpec | None = None
+    sizer: Sizer
     shared: Any = None  # the distributed seeding, with DISTRIBUTED
 
     def __init__(
@@ -66,16 +71,31 @@ class ApiSpider(Spider):
         # is checked against the database before it goes (SkipDoneMiddleware).
         self.run = uuid.uuid4().hex[:12]
         self.clock: Callable[[], float] = time.time
+        self.batch_answered = False
+
+    @classmethod
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
+        try:
+            size = int(settings.get("API_BATCH_SIZE") or 1)
+        except ValueError:
+            return  # refused, by name, before the crawl starts
+        # The items of one answer are processed concurrently, up to CONCURRENT_ITEMS:
+        # the outcomes of a batch then join the same transaction.
+        settings.set("CONCURRENT_ITEMS", size, priority="spider")
 
     @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
         spider.url_template = check_api_url(s.get("API_URL"))
+        spider.batching = BatchSpec.from_settings(s)
+        size = spider.batching.size if spider.batching else 1
+        spider.sizer = Sizer(size, on_settled=spider.settled)
 
-        def count(key: str) -> None:
+        def count(key: str, by: int = 1) -> None:
             # Through the crawler: its stats exist once the crawl starts, not yet here.
-            crawler.stats.inc_value(key)
+            crawler.stats.inc_value(key, by)
 
         ledger = Ledger.from_url(
             s.get("DATABASE_URL"),
@@ -97,11 +117,80 @@ class ApiSpider(Spider):
         return spider
 
     async def start(self) -> AsyncIterator[Any]:
+        if self.batching is not None:
+            async for request in self.batch_requests():
+                yield request
+            return
         feed = self.shared.feed() if self.shared else self.worklist.feed(self.crawler)
         async for id_, state in feed:
             # Ids with no row yet go through the duplicate filter: with JOBDIR, those
             # already queued by an earlier run are not queued twice.
             yield self.request_for(id_, dont_filter=state is not None)
+
+    async def batch_requests(self) -> AsyncIterator[JsonRequest]:
+        assert self.batching is not None
+        size = self.batching.size
+        state = getattr(self, "state", None)
+        if state and state.get("batch_size"):
+            self.sizer.settle(int(state["batch_size"]))
+        if self.shared:
+            group: list[str] = []
+            async for id_, _ in self.shared.feed():
+                group.append(id_)
+                if len(group) == size:
+                    yield self.batch_request(group)
+                    group = []
+            if group:
+                yield self.batch_request(group)
+            return
+        async for number, todo in self.worklist.feed_groups(self.crawler, size):
+            ids = [id_ for id_, _ in todo]
+            # As single ids do, a batch of ids with no row yet goes through the
+            # duplicate filter, named by its place in the job (BatchFingerprinter).
+            fresh = all(state is None for _, state in todo)
+            for place, part in enumerate(self.batching.parts(ids, self.sizer.size)):
+                yield self.batch_request(part, chunk=f"{size}:{number}.{place}" if fresh else None)
+
+    def ids_of(self, request: Any) -> list[str]:
+        """The ids a request asks for."""
+        ids = request.meta.get(IDS)
+        return [request.meta["id"]] if ids is None else ids
+
+    def requests_for(self, ids: list[str]) -> Iterator[JsonRequest]:
+        """Requests for these ids (found lost, or left of a request): in batches if batching."""
+        if self.batching is None:
+            for id_ in ids:
+                yield self.request_for(id_, dont_filter=True)
+            return
+        for part in self.batching.parts(ids, self.sizer.size):
+            yield self.batch_request(part)
+
+    def batch_request(
+        self, ids: list[str], *, chunk: str | None = None, like: Any = None
+    ) -> JsonRequest:
+        spec = self.batching
+        assert spec is not None
+        meta: dict[str, Any] = {IDS: ids, "run": self.run}
+        if chunk is not None:
+            meta[CHUNK] = chunk
+        return JsonRequest(
+            spec.url_for(ids),
+            method=spec.method,
+            body=spec.body_for(ids),
+            callback=self.parse_batch,
+            errback=self.failed,
+            meta=meta,
+            priority=like.priority if like is not None else 0,
+            dont_filter=chunk is None,
+        )
+
+    def settled(self, size: int) -> None:
+        self.crawler.stats.set_value("batch/size", size)
+        state = getattr(self, "state", None)
+        if state is not None:
+            state["batch_size"] = size
+        if self.batching is not None and size < self.batching.size:
+            logger.info("Batches of %d ids from now on: the API refused larger ones", size)
 
     def request_for(self, id_: str, *, dont_filter: bool = False) -> JsonRequest:
         return JsonRequest(
@@ -120,20 +209,72 @@ class ApiSpider(Spider):
             outcome.state, outcome.reason = NOT_FOUND, response_status_message(response.status)
         elif 200 <= response.status < 300:
             try:
-                outcome.data = response.body.decode(
-                    response.encoding if isinstance(response, TextResponse) else "utf-8"
-                )
-                outcome.payload = json.loads(outcome.data, parse_constant=reject_constant)
+                outcome.data = text_of(response)
+                outcome.payload = parse_json(outcome.data)
             except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
-                kind = (response.headers.get("Content-Type") or b"?").decode("latin-1")
-                outcome.data, outcome.reason = None, f"not JSON ({kind}): {exc}"
+                outcome.data, outcome.reason = None, not_json(response, exc)
             else:
                 outcome.state = STORED
         else:
-            outcome.reason = response_status_message(response.status)
-            if retries := response.meta.get("retry_times"):
-                outcome.reason += f" (after {retries} retries)"
+            outcome.reason = refusal(response)
         yield outcome
+
+    def parse_batch(self, response: Response) -> Iterator[Outcome | JsonRequest]:
+        """One outcome per id asked for: stored (to be validated) if the answer has its
+        item, not_found if not; a batch refused as too big is asked for in halves."""
+        spec, ids, now = self.batching, response.meta[IDS], self.clock()
+        assert spec is not None
+        status, url = response.status, response.url
+        if status in TOO_BIG and len(ids) > 1:
+            self.crawler.stats.inc_value("batch/split")
+            half = len(ids) // 2
+            yield self.batch_request(ids[:half], like=response.request)
+            yield self.batch_request(ids[half:], like=response.request)
+            return
+        if not 200 <= status < 300:
+            reason = refusal(response, with_text=True)
+            for id_ in ids:
+                yield Outcome(id_, FAILED, url, status, reason=reason, fetched_at=now)
+            return
+        try:
+            answer = read_batch(text_of(response), ids, spec.items, spec.id_field)
+        except NoItems as exc:
+            if not self.batch_answered:
+                # The setting is wrong, not this answer: stop before every id fails.
+                setting = ".".join(spec.items) if spec.items else None
+                logger.error("API_BATCH_ITEMS=%r: the first batch's answer has %s", setting, exc)
+                end_crawl(self.crawler, BAD_SETTING)
+                return
+            reason = f"no items in the answer at {describe(spec.items)}"
+            for id_ in ids:
+                yield Outcome(id_, FAILED, url, status, reason=reason, fetched_at=now)
+            return
+        except ValueError as exc:  # NotJson, UnicodeDecodeError
+            reason = not_json(response, exc)
+            for id_ in ids:
+                yield Outcome(id_, FAILED, url, status, reason=reason, fetched_at=now)
+            return
+        self.batch_answered = True
+        self.count_batch(answer.unexpected, answer.repeated, len(ids))
+        for id_, value, raw in answer.found:
+            yield Outcome(id_, STORED, url, status, data=raw, payload=value, fetched_at=now)
+        reason = f"not in the answer to a batch of {len(ids)} ids"
+        for id_ in answer.missing:
+            yield Outcome(id_, NOT_FOUND, url, status, reason=reason, fetched_at=now)
+
+    def count_batch(self, unexpected: list[str], repeated: int, asked: int) -> None:
+        stats = self.crawler.stats
+        stats.inc_value("batch/requests_answered")
+        stats.inc_value("batch/ids_answered", asked)
+        if unexpected:
+            if not stats.get_value("batch/unexpected"):
+                logger.warning(
+                    "A batch's answer holds items of ids not asked for (%s): counted in "
+                    "batch/unexpected, not stored", ", ".join(unexpected[:5]),
+                )  # fmt: skip
+            stats.inc_value("batch/unexpected", len(unexpected))
+        if repeated:
+            stats.inc_value("batch/repeated", repeated)
 
     def failed(self, failure: Failure) -> Iterator[Outcome]:
         if failure.check(IgnoreRequest):
@@ -143,6 +284,5 @@ class ApiSpider(Spider):
         reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
         if retries := request.meta.get("retry_times"):
             reason += f" (after {retries} retries)"
-        yield Outcome(
-            request.meta["id"], FAILED, request.url, None, reason=reason, fetched_at=self.clock()
-        )
+        for id_ in self.ids_of(request):
+            yield Outcome(id_, FAILED, request.url, None, reason=reason, fetched_at=self.clock())

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from ingest.answers import parse_json
 from ingest.items import FAILED, STATES, STORED, Outcome
 
 
@@ -143,12 +144,8 @@ def failure_payload(data: str | None) -> str | None:
     if data is None:
         return None
     try:
-        json.loads(data, parse_constant=_reject_constant)
+        parse_json(data)
     except ValueError:
         return json.dumps(data)
     # PostgreSQL's jsonb cannot hold U+0000, which the JSON text may spell as an escape.
     return json.dumps(data) if "\\u0000" in data else data
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")

@@ -1,0 +1,211 @@
+"""Reading the API's answers: JSON strictly, the items at a path each with its text
+exactly as sent, the ids of a batch matched, and why an answer is a failure."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from scrapy.http import TextResponse
+from scrapy.utils.response import response_status_message
+
+from ingest.config import ConfigError
+
+if TYPE_CHECKING:
+    from scrapy.http import Response
+
+# Where the items of an answer are when no path is given: the answer itself when it
+# is an array, else the first of these keys that holds one.
+DEFAULT_KEYS = ("items", "data", "results")
+_SPACE = re.compile(r"[ \t\n\r]*")
+REASON_LENGTH = 200  # characters of a refusal's text kept in its reason
+
+
+def text_of(response: Response) -> str:
+    """The body as text (UnicodeDecodeError, a ValueError, when it is not)."""
+    encoding = response.encoding if isinstance(response, TextResponse) else "utf-8"
+    return response.body.decode(encoding)
+
+
+def not_json(response: Response, exc: Exception) -> str:
+    kind = (response.headers.get("Content-Type") or b"?").decode("latin-1")
+    return f"not JSON ({kind}): {exc}"
+
+
+def refusal(response: Response, *, with_text: bool = False) -> str:
+    """Why an answer is a failure: its status, the server's words (a 4xx to a batch),
+    and the retries it took."""
+    reason = response_status_message(response.status)
+    if with_text and 400 <= response.status < 500:
+        try:
+            text = " ".join(text_of(response).split())
+        except ValueError:
+            text = ""
+        if text:
+            reason += f": {text[:REASON_LENGTH]}"
+    if retries := response.meta.get("retry_times"):
+        reason += f" (after {retries} retries)"
+    return reason
+
+
+class NotJson(ValueError):
+    """The answer is not JSON."""
+
+
+class NoItems(ValueError):
+    """The answer has no array of items where the path says."""
+
+
+def reject_constant(name: str) -> Any:
+    """NaN and Infinity are not JSON (RFC 8259), whatever Python's json accepts."""
+    raise ValueError(f"{name} is not JSON")
+
+
+_DECODER = json.JSONDecoder(parse_constant=reject_constant)
+
+
+def parse_json(text: str) -> Any:
+    """A whole JSON text, strictly."""
+    return json.loads(text, parse_constant=reject_constant)
+
+
+def check_path(name: str, value: Any) -> tuple[str, ...] | None:
+    """A dotted path (``data.items``) as its keys; None or empty for the default."""
+    if value is None or str(value).strip() == "":
+        return None
+    keys = tuple(str(value).strip().split("."))
+    if any(not key for key in keys):
+        raise ConfigError(f"{name} must be a dotted path like data.items, got {value!r}")
+    return keys
+
+
+def describe(path: tuple[str, ...] | None) -> str:
+    if path is None:
+        return "the answer itself or its first array of " + ", ".join(DEFAULT_KEYS)
+    return ".".join(path)
+
+
+def items_at(text: str, path: tuple[str, ...] | None) -> list[tuple[Any, str]]:
+    """Each item of the array at ``path`` in the JSON ``text``: its value, and its text
+    exactly as in the answer (what storage keeps). Raises :class:`NotJson` or
+    :class:`NoItems`.
+
+    Each item is decoded once, and values before it on the path are skipped by the C
+    decoder; what follows the array in an enclosing object is not read."""
+    try:
+        start = _SPACE.match(text, 0).end()  # type: ignore[union-attr]
+        found = _walk(text, start, path)
+        if found is None and text[start] not in "[{":
+            _DECODER.raw_decode(text, start)  # a scalar, or not JSON at all
+    except IndexError:
+        raise NotJson("the answer ends early") from None
+    except ValueError as exc:
+        raise NotJson(str(exc)) from None
+    if found is None:
+        raise NoItems(f"no array at {describe(path)}")
+    return found
+
+
+def _walk(text: str, at: int, path: tuple[str, ...] | None) -> list[tuple[Any, str]] | None:
+    if path is None:
+        if text[at] == "[":
+            items, end = _array(text, at)
+            if _SPACE.match(text, end).end() != len(text):  # type: ignore[union-attr]
+                raise ValueError(f"extra data at character {end}")
+            return items
+        for key in DEFAULT_KEYS:
+            value_at = _member(text, at, key)
+            if value_at is not None and text[value_at] == "[":
+                return _array(text, value_at)[0]
+        return None
+    for key in path:
+        found = _member(text, at, key)
+        if found is None:
+            return None
+        at = found
+    return _array(text, at)[0] if text[at] == "[" else None
+
+
+def _member(text: str, at: int, key: str) -> int | None:
+    """Where the value of ``key`` starts in the object at ``at`` (None: absent, or no object)."""
+    if text[at] != "{":
+        return None
+    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    if text[at] == "}":
+        return None
+    while True:
+        name, at = _DECODER.raw_decode(text, at)
+        if not isinstance(name, str):
+            raise ValueError(f"expected a key at character {at}")
+        at = _SPACE.match(text, at).end()  # type: ignore[union-attr]
+        if text[at] != ":":
+            raise ValueError(f"expected ':' at character {at}")
+        at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+        if name == key:
+            return at
+        at = _SPACE.match(text, _DECODER.raw_decode(text, at)[1]).end()  # type: ignore[union-attr]
+        if text[at] == "}":
+            return None
+        if text[at] != ",":
+            raise ValueError(f"expected ',' at character {at}")
+        at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+
+
+def _array(text: str, at: int) -> tuple[list[tuple[Any, str]], int]:
+    """The items of the array at ``at``, and where it ends."""
+    items: list[tuple[Any, str]] = []
+    at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+    if text[at] == "]":
+        return items, at + 1
+    while True:
+        value, end = _DECODER.raw_decode(text, at)
+        items.append((value, text[at:end]))
+        at = _SPACE.match(text, end).end()  # type: ignore[union-attr]
+        if text[at] == "]":
+            return items, at + 1
+        if text[at] != ",":
+            raise ValueError(f"expected ',' at character {at}")
+        at = _SPACE.match(text, at + 1).end()  # type: ignore[union-attr]
+
+
+def id_of(item: Any, id_field: str) -> str | None:
+    """The id an item names, as text (``7`` and ``"7"`` are the same id); None if none."""
+    if not isinstance(item, dict):
+        return None
+    value = item.get(id_field)
+    if value is None or isinstance(value, bool | dict | list):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return str(value)
+
+
+@dataclass
+class BatchAnswer:
+    """What an answer to a batch says of each id asked for."""
+
+    found: list[tuple[str, Any, str]] = field(default_factory=list)  # id, value, text
+    missing: list[str] = field(default_factory=list)  # asked for, not in the answer
+    unexpected: list[str] = field(default_factory=list)  # in the answer, not asked for
+    repeated: int = 0  # items of an id already found in the answer
+
+
+def read_batch(
+    text: str, ids: list[str], path: tuple[str, ...] | None, id_field: str
+) -> BatchAnswer:
+    """Each item of a batch's answer matched to the id asked for (the first item of an
+    id is kept). Raises :class:`NotJson` or :class:`NoItems`."""
+    answer, asked, seen = BatchAnswer(), set(ids), set()
+    for value, raw in items_at(text, path):
+        id_ = id_of(value, id_field)
+        if id_ is None or id_ not in asked:
+            answer.unexpected.append(repr(id_) if id_ is None else id_)
+        elif id_ in seen:
+            answer.repeated += 1
+        else:
+            seen.add(id_)
+            answer.found.append((id_, value, raw))
+    answer.missing = [id_ for id_ in ids if id_ not in seen]
+    return answer

@@ -1,0 +1,217 @@
+"""Batches as pure logic: settings checked, URLs cut to length, answers read, size learned."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import unquote
+
+import pytest
+from scrapy import Request
+from scrapy.settings import Settings
+
+from ingest.answers import NoItems, NotJson, id_of, items_at, read_batch
+from ingest.batches import BatchFingerprinter, BatchSpec, Sizer
+from ingest.config import ConfigError
+
+API = "http://api.test/items/{id}"
+
+
+def spec(**settings: Any) -> BatchSpec | None:
+    merged = {
+        "API_URL": API,
+        "API_BATCH_SIZE": 50,
+        "API_BATCH_URL": "http://api.test/items?ids={ids}",
+    }
+    project = Settings()
+    project.setmodule("ingest.settings")
+    project.update({**merged, **settings})
+    return BatchSpec.from_settings(project)
+
+
+def test_size_one_is_one_id_a_request() -> None:
+    assert spec(API_BATCH_SIZE=1, API_BATCH_URL=None) is None
+
+
+@pytest.mark.parametrize(
+    ("settings", "named"),
+    [
+        ({"API_BATCH_SIZE": "0"}, "API_BATCH_SIZE must be an integer >= 1, got '0'"),
+        ({"API_BATCH_SIZE": "many"}, "API_BATCH_SIZE must be an integer, got 'many'"),
+        ({"API_BATCH_URL": None}, "API_BATCH_SIZE=50 needs API_BATCH_URL"),
+        ({"API_BATCH_URL": "http://api.test/items"}, "{ids} exactly once"),
+        ({"API_BATCH_URL": "http://api.test/{ids}?and={ids}"}, "{ids} exactly once"),
+        ({"API_BATCH_URL": "http://other.test/items?ids={ids}"}, "API_URL's host"),
+        ({"API_BATCH_METHOD": "PUT"}, "API_BATCH_METHOD must be GET or POST, got 'PUT'"),
+        (
+            {
+                "API_BATCH_METHOD": "POST",
+                "API_BATCH_URL": "http://api.test/batch",
+                "API_BATCH_BODY": "{ids",
+            },
+            "API_BATCH_BODY must be JSON, got '{ids'",
+        ),
+        (
+            {
+                "API_BATCH_METHOD": "POST",
+                "API_BATCH_URL": "http://api.test/batch",
+                "API_BATCH_BODY": '{"ids": []}',
+            },
+            'API_BATCH_BODY must hold the string "{ids}" once',
+        ),
+        (
+            {"API_BATCH_METHOD": "POST", "API_BATCH_URL": "http://api.test/b?ids={ids}"},
+            "takes no {ids}",
+        ),
+        ({"API_BATCH_ITEMS": "data..items"}, "API_BATCH_ITEMS must be a dotted path"),
+        ({"API_ITEM_ID": " "}, "API_ITEM_ID must name the field"),
+        ({"API_BATCH_SEPARATOR": ""}, "API_BATCH_SEPARATOR must not be empty"),
+        ({"API_BATCH_MAX_URL": "10"}, "API_BATCH_MAX_URL must be an integer >= 64, got '10'"),
+    ],
+)
+def test_bad_settings_are_named(settings: dict[str, Any], named: str) -> None:
+    with pytest.raises(ConfigError, match=None) as raised:
+        spec(**settings)
+    assert named in str(raised.value)
+
+
+def test_get_urls_encode_each_id_whole_and_keep_the_separator() -> None:
+    batch = spec()
+    assert batch is not None
+    url = batch.url_for(["1", "a,b", "x/y", "é"])
+    assert url == "http://api.test/items?ids=1,a%2Cb,x%2Fy,%C3%A9"
+    assert [unquote(part) for part in url.split("=", 1)[1].split(",")] == ["1", "a,b", "x/y", "é"]
+
+
+def test_post_bodies_put_the_ids_where_the_template_says() -> None:
+    batch = spec(
+        API_BATCH_METHOD="post",
+        API_BATCH_URL="http://api.test/items/batch",
+        API_BATCH_BODY='{"query": {"ids": "{ids}", "fields": ["name"]}}',
+    )
+    assert batch is not None and batch.url_for(["1"]) == "http://api.test/items/batch"
+    assert json.loads(batch.body_for(["1", "{ids}", '"q"']) or b"") == {
+        "query": {"ids": ["1", "{ids}", '"q"'], "fields": ["name"]}
+    }
+
+
+def test_parts_respect_the_size_and_the_url_length() -> None:
+    batch = spec(API_BATCH_MAX_URL=64)
+    assert batch is not None
+    ids = [str(i) for i in range(1000, 1030)]
+    parts = batch.parts(ids, size=50)
+    assert [id_ for part in parts for id_ in part] == ids  # nothing lost, order kept
+    assert all(len(batch.url_for(part)) <= 64 for part in parts)
+    assert len(parts[0]) == (64 - len("http://api.test/items?ids=") + 1) // 5  # as many as fit
+    small = batch.parts(ids, size=5)
+    assert [len(part) for part in small] == [5] * 6
+    assert [id_ for part in small for id_ in part] == ids
+    (alone,) = batch.parts(["x" * 100], size=50)  # too long even alone: it goes alone
+    assert alone == ["x" * 100]
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "expected"),
+    [
+        ('[{"id": 1}, {"id": "2"}]', None, ['{"id": 1}', '{"id": "2"}']),
+        ('{"meta": {"items": 3}, "data": [ {"id":1} ]}', None, ['{"id":1}']),
+        ('{"results": [], "items": [1]}', None, ["1"]),
+        ('{"a": {"b": [ "x" ,"y" ]}, "z": 1}', ("a", "b"), ['"x"', '"y"']),
+        ('{"items": [{"id": "é\\u00e9"}]}', ("items",), ['{"id": "é\\u00e9"}']),
+    ],
+)
+def test_items_keep_their_text_exactly(text: str, path: Any, expected: list[str]) -> None:
+    found = items_at(text, path)
+    assert [raw for _, raw in found] == expected
+    assert [value for value, _ in found] == [json.loads(raw) for raw in expected]
+
+
+@pytest.mark.parametrize(
+    ("text", "path", "error"),
+    [
+        ('{"items": {}}', None, NoItems),
+        ('{"data": [1]}', ("items",), NoItems),
+        ("[1, 2", None, NotJson),
+        ("[1] [2]", None, NotJson),
+        ('{"items": [NaN]}', None, NotJson),
+        ("<html>", None, NotJson),
+        ("", None, NotJson),
+    ],
+)
+def test_answers_without_items_are_told_apart_from_answers_not_json(
+    text: str, path: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error):
+        items_at(text, path)
+
+
+def test_a_batch_answer_matches_items_to_the_ids_asked_for() -> None:
+    text = json.dumps(
+        {"items": [{"id": 1, "v": "a"}, {"id": "3"}, {"id": 1, "v": "b"}, {"id": 9}, {"no": "id"}]}
+    )
+    answer = read_batch(text, ["1", "2", "3"], None, "id")
+    assert [(id_, value) for id_, value, _ in answer.found] == [
+        ("1", {"id": 1, "v": "a"}),  # the first of a repeated id is kept
+        ("3", {"id": "3"}),
+    ]
+    assert answer.missing == ["2"]
+    assert answer.unexpected == ["9", "None"] and answer.repeated == 1
+
+
+@pytest.mark.parametrize(
+    ("item", "expected"),
+    [
+        ({"id": 7}, "7"),
+        ({"id": "7"}, "7"),
+        ({"id": 7.0}, "7"),
+        ({"id": True}, None),
+        ({}, None),
+        (7, None),
+    ],
+)
+def test_ids_compare_as_text(item: Any, expected: str | None) -> None:
+    assert id_of(item, "id") == expected
+
+
+def test_the_size_halves_on_refusals_and_settles_on_the_first_answer() -> None:
+    settled: list[int] = []
+    sizer = Sizer(100, on_settled=settled.append)
+    server_max, refused = 20, 0
+    size = sizer.size
+    while not sizer.settled:
+        batch = tuple(str(i) for i in range(size))
+        assert sizer.may_send(batch)
+        assert not sizer.may_send(tuple(str(i) for i in range(1, size + 1)))  # waits for the probe
+        status = 400 if size > server_max else 200
+        refused += status == 400
+        sizer.answered(batch, status)
+        size = sizer.size
+    assert refused <= 4 and 10 <= sizer.size <= server_max
+    assert settled == [sizer.size]
+    assert sizer.may_send(tuple("abc"))  # smaller than what worked: goes at once
+
+
+def test_a_refused_batch_no_larger_than_one_that_worked_keeps_the_size() -> None:
+    sizer = Sizer(50)
+    sizer.answered(tuple(map(str, range(50))), 200)
+    sizer.answered(tuple(map(str, range(50))), 400)  # a bad id, not a size
+    assert sizer.size == 50 and sizer.settled
+
+
+def test_a_probe_that_got_no_answer_lets_another_probe() -> None:
+    sizer = Sizer(10)
+    first, second = tuple("abcdefghij"), tuple("klmnopqrst")
+    assert sizer.may_send(first) and not sizer.may_send(second)
+    sizer.released(first)
+    assert sizer.may_send(second)
+
+
+def test_batches_of_the_job_are_named_by_their_place() -> None:
+    fingerprint = BatchFingerprinter().fingerprint
+    one = Request("http://api.test/items?ids=1,2,3", meta={"batch_chunk": "50:0.0"})
+    fewer = Request("http://api.test/items?ids=2,3", meta={"batch_chunk": "50:0.0"})
+    other = Request("http://api.test/items?ids=2,3", meta={"batch_chunk": "50:1.0"})
+    assert fingerprint(one) == fingerprint(fewer) != fingerprint(other)
+    plain = Request("http://api.test/items/1")
+    assert fingerprint(plain) == fingerprint(Request("http://api.test/items/1"))
+    assert fingerprint(plain) != fingerprint(Request("http://api.test/items/2"))
