@@ -20,7 +20,9 @@ N = 300
 RATE = "100/5"  # the server's too: a sliding window that counts rejected requests
 
 
-def workers(api: MockAPI, db: str, redis_url: str, count: int) -> list[subprocess.Popen[str]]:
+def workers(
+    api: MockAPI, db: str, redis_url: str, count: int, n: int = N, **settings: object
+) -> list[subprocess.Popen[str]]:
     """``count`` workers of one job; each sends its own User-Agent, which the mock records."""
     return [
         subprocess.Popen(
@@ -28,12 +30,13 @@ def workers(api: MockAPI, db: str, redis_url: str, count: int) -> list[subproces
                 api.url_template,
                 db,
                 "-a",
-                f"ids=1-{N}",
+                f"ids=1-{n}",
                 RATELIMIT_RATE=RATE,
                 DISTRIBUTED=1,
                 REDIS_URL=redis_url,
                 PROGRESS_INTERVAL=0,
                 USER_AGENT=f"worker-{number}",
+                **settings,
             ),
             cwd=REPO_ROOT,
             env=environment(),
@@ -88,6 +91,24 @@ def test_a_dead_worker_loses_nothing(mockapi, postgres_url: str, redis_url: str)
     assert len(states) == N and set(states.values()) == {"stored"}
     assert duplicate_rows(postgres_url) == 0
     assert statuses(api.requests())[429] == 0
+
+
+def test_workers_share_batches(mockapi, postgres_url: str, redis_url: str) -> None:
+    api = mockapi("--limit", RATE, "--algorithm", "sliding", "--not-found", "77")
+    n, size = 6000, 50
+    batches = {"API_BATCH_SIZE": size, "API_BATCH_URL": api.batch_url_template}
+    logs = finish(workers(api, postgres_url, redis_url, 2, n, **batches))
+    for process_log in logs:
+        assert "Spider closed (finished)" in process_log, process_log[-3000:]
+    record = api.requests()
+    assert statuses(record) == {200: len(record)} and len(record) <= n / size + 4
+    asked = Counter(id_ for entry in record for id_ in entry["ids"])
+    assert set(asked) == {str(i) for i in range(1, n + 1)}
+    assert sum(asked.values()) - n <= 2 * size  # a batch queued again by a successor, at most
+    states = terminal_states(postgres_url)
+    assert len(states) == n and Counter(states.values()) == {"stored": n - 1, "not_found": 1}
+    assert duplicate_rows(postgres_url) == 0
+    assert set(Counter(entry["agent"] for entry in record)) == {"worker-0", "worker-1"}
 
 
 def test_unreachable_redis_is_one_clear_line(mockapi, tmp_path: Path) -> None:

@@ -55,6 +55,19 @@ BAD_INPUT = [
     (IDS, {"DATABASE_URL": "mysql://u:secret@h/db"}, "'mysql://u:***@h/db'"),
     (IDS, {"DATABASE_URL": "sqlite:////proc/ingest/x.db"}, "sqlite:////proc/ingest/x.db"),
     (IDS, {"DISTRIBUTED": "1"}, "DISTRIBUTED needs REDIS_URL"),
+    (IDS, {"API_BATCH_SIZE": "0"}, "API_BATCH_SIZE must be an integer >= 1, got '0'"),
+    (IDS, {"API_BATCH_SIZE": "50"}, "API_BATCH_SIZE=50 needs API_BATCH_URL"),
+    (IDS, {"API_BATCH_SIZE": "50", "API_BATCH_URL": "http://127.0.0.1:9/items"}, "{ids} exactly"),
+    (
+        IDS,
+        {
+            "API_BATCH_SIZE": "9",
+            "API_BATCH_METHOD": "POST",
+            "API_BATCH_URL": "http://127.0.0.1:9/b",
+            "API_BATCH_BODY": "ids",
+        },
+        "API_BATCH_BODY must be JSON, got 'ids'",
+    ),
 ]
 
 
