@@ -73,6 +73,22 @@ def test_batches_store_exactly_what_single_ids_store(mockapi, tmp_path: Path, me
     assert duplicate_rows(many) == 0
 
 
+def test_a_rerun_gathers_the_scattered_failed_ids_into_full_batches(
+    mockapi, tmp_path: Path
+) -> None:
+    scattered = [str(i) for i in range(7, 200, 20)]  # 10 ids, one in each batch of 20
+    broken = mockapi("--limit", "none", "--not-json", ",".join(scattered))
+    db = f"sqlite:///{tmp_path}/ingest.db"
+    assert crawl(broken.url_template, db, "-a", "ids=1-200", **FAST).returncode == 0
+    assert sorted(failures(db)) == sorted(scattered)
+
+    api = mockapi("--limit", "none")
+    done = crawl(api.url_template, db, "-a", "ids=1-200", **batched(api, 20))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [ids_of(entry) for entry in api.requests()] == [scattered]  # one request, not ten
+    assert failures(db) == {}
+
+
 def test_too_big_a_batch_is_halved_until_the_server_takes_it(mockapi, tmp_path: Path) -> None:
     api = mockapi("--limit", "none", "--max-batch", "20")
     db = f"sqlite:///{tmp_path}/ingest.db"

@@ -143,13 +143,22 @@ class ApiSpider(Spider):
             if group:
                 yield self.batch_request(group)
             return
+        again: list[str] = []
         async for number, todo in self.worklist.feed_groups(self.crawler, size):
-            ids = [id_ for id_, _ in todo]
-            # As single ids do, a batch of ids with no row yet goes through the
-            # duplicate filter, named by its place in the job (BatchFingerprinter).
-            fresh = all(state is None for _, state in todo)
-            for place, part in enumerate(self.batching.parts(ids, self.sizer.size)):
-                yield self.batch_request(part, chunk=f"{size}:{number}.{place}" if fresh else None)
+            # As single ids do, ids with no row yet go through the duplicate filter: in
+            # a batch named by its place in the job (BatchFingerprinter), so that with
+            # JOBDIR a rerun does not queue again what the queue holds.
+            fresh = [id_ for id_, state in todo if state is None]
+            for place, part in enumerate(self.batching.parts(fresh, self.sizer.size)):
+                yield self.batch_request(part, chunk=f"{size}:{number}.{place}")
+            # Ids tried before (failed, or refreshed) are scattered: gathered into full batches.
+            again += [id_ for id_, state in todo if state is not None]
+            while len(again) >= self.sizer.size:
+                full, again = again[: self.sizer.size], again[self.sizer.size :]
+                for part in self.batching.parts(full, self.sizer.size):
+                    yield self.batch_request(part)
+        for part in self.batching.parts(again, self.sizer.size):
+            yield self.batch_request(part)
 
     def ids_of(self, request: Any) -> list[str]:
         """The ids a request asks for."""
