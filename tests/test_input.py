@@ -55,6 +55,22 @@ BAD_INPUT = [
     (IDS, {"DATABASE_URL": "mysql://u:secret@h/db"}, "'mysql://u:***@h/db'"),
     (IDS, {"DATABASE_URL": "sqlite:////proc/ingest/x.db"}, "sqlite:////proc/ingest/x.db"),
     (IDS, {"DISTRIBUTED": "1"}, "DISTRIBUTED needs REDIS_URL"),
+    (IDS, {"METRICS_PORT": "http"}, "METRICS_PORT must be an integer, got 'http'"),
+    (
+        IDS,
+        {"METRICS_PORT": "70000"},
+        "METRICS_PORT must be a TCP port from 0 to 65535, got '70000'",
+    ),
+    (
+        IDS,
+        {"METRICS_PORT": "0", "METRICS_BIND": "10.255.255.1"},
+        "METRICS_BIND: cannot listen on '10.255.255.1'",
+    ),
+    (
+        IDS,
+        {"PROGRESS_BAR": "sometimes"},
+        "PROGRESS_BAR must be True or False (or 1 or 0), got 'sometimes'",
+    ),
 ]
 
 
