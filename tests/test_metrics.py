@@ -3,6 +3,7 @@ and the database; no port unless asked."""
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from collections import Counter
@@ -11,6 +12,7 @@ from pathlib import Path
 from tests.support.crawl import query, terminal_states
 from tests.support.metrics import RunningCrawl, listening_ports, scrape, value
 from tests.support.mockapi import span, statuses
+from tests.test_status import status
 
 FAST = {"RATELIMIT_RATE": "1200/60", "RETRY_BACKOFF_BASE": 0.05, "PROGRESS_INTERVAL": 0.5}
 
@@ -70,7 +72,8 @@ def test_summary_equals_the_servers_record_and_no_port_is_opened(mockapi, tmp_pa
     api.inject(status=500, count=2, after=5)
     api.inject(status=503, count=3, after=10)
     db = f"sqlite:///{tmp_path / 'ingest.db'}"
-    crawl = RunningCrawl(api.url_template, db, "-a", "ids=1-50", **FAST)
+    jobdir = tmp_path / "job"
+    crawl = RunningCrawl(api.url_template, db, "-a", "ids=1-50", JOBDIR=jobdir, **FAST)
     try:
         api.wait_for(20)
         assert listening_ports(crawl.process.pid) == set()  # no METRICS_PORT: no port
@@ -90,3 +93,32 @@ def test_summary_equals_the_servers_record_and_no_port_is_opened(mockapi, tmp_pa
     assert (requests, retries, throttled) == (len(record), 5, 0)
     server_rate = (len(record) - 1) * 60 / span(record)
     assert abs(float(summary.group(6)) - server_rate) <= 0.01 * server_rate
+    # ingest-status --json tells the job's last summary, the same figures.
+    done = status(db, "-a", "ids=1-50", "-s", f"JOBDIR={jobdir}", "--json")
+    report = json.loads(done.stdout)
+    assert report["job"]["pending"] == 0
+    assert report["last_summary"]["requests"] == len(record)
+    assert report["last_summary"]["ids"]["stored"] == 49
+
+
+def test_each_worker_serves_its_own_metrics(mockapi, tmp_path: Path, redis_url: str) -> None:
+    api = mockapi("--limit", "none")
+    db = f"sqlite:///{tmp_path / 'ingest.db'}"
+    settings = {**FAST, "DISTRIBUTED": 1, "REDIS_URL": redis_url, "METRICS_PORT": 0}
+    crawls = [RunningCrawl(api.url_template, db, "-a", "ids=1-80", **settings) for _ in range(2)]
+    try:
+        seen = {}
+        for crawl in crawls:
+            worker = crawl.wait_for(r"Worker (\S+) of job").group(1)
+            url = crawl.wait_for(r"Metrics for Prometheus at (http://\S+/metrics)").group(1)
+            api.wait_for(5)
+            _, samples = scrape(url)
+            workers = {dict(ls).get("worker") for (name, ls), _ in samples.items()}
+            assert workers == {worker}, workers
+            assert value(samples, "ingest_requests_sent_total", worker=worker, api=api.base) >= 0
+            seen[url] = worker
+        assert len(set(seen.values())) == 2 and len(seen) == 2
+    finally:
+        codes = [crawl.finish() for crawl in crawls]
+    assert codes == [0, 0], [crawl.log[-2000:] for crawl in crawls]
+    assert len(terminal_states(db)) == 80
