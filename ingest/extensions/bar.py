@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -21,8 +22,13 @@ if TYPE_CHECKING:
     from scrapy.settings import BaseSettings
 
 REFRESH = 0.5  # seconds between redraws
-FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} ids | {postfix}"
-FORMAT_NO_TOTAL = "{n_fmt} ids | {postfix}"
+# Columns left free at the right: an echoed "^C" fits on the bar's line, which a log
+# line then erases whole, instead of wrapping to the next one.
+MARGIN = 3
+ERASE_LINE = "\r\x1b[2K"
+# The figures go in as the description: tqdm would put ", " before a postfix.
+FORMAT = "{percentage:3.0f}%|{bar}| {n_fmt}/{total_fmt} ids | {desc}"
+FORMAT_NO_TOTAL = "{n_fmt} ids | {desc}"
 
 
 def bar_shown(settings: BaseSettings, stream: TextIO | None = None) -> bool:
@@ -56,7 +62,9 @@ class AboveTheBar:
 
     def write(self, text: str) -> int:
         with self.bar.get_lock():
-            self.bar.clear(nolock=True)
+            # The whole line is erased, not just the bar: the terminal may have echoed
+            # "^C" after it.
+            self.stream.write(ERASE_LINE)
             written = self.stream.write(text)
             self.stream.flush()
             self.bar.refresh(nolock=True)
@@ -94,7 +102,7 @@ class ProgressBar:
             total=total,
             file=self.stream,
             leave=False,
-            dynamic_ncols=True,
+            ncols=self._width(),
             bar_format=FORMAT if total else FORMAT_NO_TOTAL,
             mininterval=0,
         )
@@ -105,11 +113,15 @@ class ProgressBar:
         self._loop = create_looping_call(self.draw)
         self._loop.start(self.refresh, now=True)
 
+    def _width(self) -> int:
+        return max(20, shutil.get_terminal_size().columns - MARGIN)
+
     def draw(self) -> None:
         s = self.figures.snapshot()
+        self.bar.ncols = self._width()
         self.bar.n = s.done
         limit = 60 * self.figures.rates[0].per_second
-        self.bar.set_postfix_str(bar_text(s, limit), refresh=False)
+        self.bar.set_description_str(bar_text(s, limit), refresh=False)
         self.bar.refresh()
 
     def spider_closed(self) -> None:
