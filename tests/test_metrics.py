@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from tests.support.crawl import query, terminal_states
+from tests.support.crawl import REPO_ROOT, query, terminal_states
 from tests.support.metrics import RunningCrawl, listening_ports, scrape, value
 from tests.support.mockapi import span, statuses
 from tests.test_status import status
@@ -61,6 +61,11 @@ def test_metrics_mid_crawl_match_the_server_and_the_database(mockapi, tmp_path: 
     assert value(samples, "ingest_storage_batches_total") >= 1
     assert value(samples, "ingest_storage_write_seconds_count") >= 1
     assert value(samples, "ingest_storage_outage") == 0
+    dashboard = (REPO_ROOT / "docs" / "grafana-dashboard.json").read_text()
+    used = set(re.findall(r"ingest_[a-z_]+", dashboard)) - {"ingest_crawl"}
+    # Every series the dashboard uses is served (a quota only once the server tells one).
+    served = {name for name, _ in samples} | set(re.findall(r"# HELP (\w+)", text))
+    assert used and served >= used
     # Scrapy's own key counts the 429 that was requeued, as the README says.
     record = api.requests()
     assert f"'downloader/response_status_count/429': {statuses(record)[429]}," in crawl.log
