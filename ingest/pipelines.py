@@ -15,7 +15,7 @@ from scrapy.utils.asyncio import sleep as scrapy_sleep
 from ingest.config import ConfigError, load_schema, parse_positive_int, parse_seconds
 from ingest.humanize import duration
 from ingest.items import FAILED, INVALID, STORED, Outcome
-from ingest.signals import storage_available, storage_unavailable
+from ingest.signals import batch_written, storage_available, storage_unavailable
 from ingest.stopping import Waiter, crawl_is_stopping
 from ingest.storage import open_store
 from ingest.storage.base import StorageRefused, StorageUnavailable, Store
@@ -107,6 +107,7 @@ class StoragePipeline:
     ) -> None:
         self.stats = stats
         self.signals = signals
+        self.clock = clock
         self.outage_seconds = 0.0
         self.ledger = Ledger(store, sleep=sleep, clock=clock, listener=self)
         self.commit = GroupCommit(self._write, max_batch, linger=linger, gave_up=self.gave_up)
@@ -153,7 +154,9 @@ class StoragePipeline:
         return item
 
     async def _write(self, outcomes: list[Outcome]) -> None:
+        started = self.clock()
         await self.ledger.write(outcomes)
+        self._send(batch_written, size=len(outcomes), seconds=self.clock() - started)
         self.stats.inc_value("storage/batches")
         self.stats.max_value("storage/max_batch", len(outcomes))
 
@@ -196,6 +199,6 @@ class StoragePipeline:
         await self.commit.flush()
         await self.ledger.close()
 
-    def _send(self, signal: object) -> None:
+    def _send(self, signal: object, **kwargs: Any) -> None:
         if self.signals is not None:
-            self.signals.send_catch_log(signal=signal)
+            self.signals.send_catch_log(signal=signal, **kwargs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 import socket
 from functools import partial
@@ -59,6 +60,15 @@ def _status_codes(name: str, value: Any) -> object:
     return value
 
 
+def _port(name: str, value: Any) -> object:
+    if str(value).strip() == "":
+        return None
+    port = parse_int(name, value, least=0)
+    if port > 65535:
+        raise ConfigError(f"{name} must be a TCP port from 0 to 65535, got {value!r}")
+    return port
+
+
 # Every setting the project reads, and Scrapy's that users commonly pass: a bad value
 # fails here, in one line, rather than as a traceback or a silently odd crawl.
 CHECKS: dict[str, Callable[[str, Any], object]] = {
@@ -84,6 +94,8 @@ CHECKS: dict[str, Callable[[str, Any], object]] = {
     "STORAGE_BATCH_SIZE": partial(parse_int, least=1),
     "STORAGE_LINGER": parse_seconds,
     "PROGRESS_INTERVAL": parse_seconds,
+    "PROGRESS_BAR": parse_bool_setting,
+    "METRICS_PORT": _port,
     "DISTRIBUTED": parse_bool_setting,
     "COOKIES_ENABLED": parse_bool_setting,
     "ROBOTSTXT_OBEY": parse_bool_setting,
@@ -107,6 +119,8 @@ def check_settings(settings: BaseSettings) -> None:
         if backend not in BACKENDS:
             raise ConfigError(f"RATELIMIT_BACKEND must be memory or redis, got {backend!r}")
     load_schema(settings.get("ITEM_SCHEMA"))
+    if settings.get("METRICS_PORT") not in (None, ""):
+        check_metrics_endpoint(settings.getint("METRICS_PORT"), settings.get("METRICS_BIND"))
     check_database(settings.get("DATABASE_URL"))
     distributed = settings.getbool("DISTRIBUTED")
     if distributed or settings.get("RATELIMIT_BACKEND") == "redis":
@@ -132,6 +146,28 @@ def check_redis(url: Any, needed_by: str) -> None:
         raise ConfigError(f"cannot connect to REDIS_URL {mask_url(str(url))}: {exc}") from exc
     finally:
         client.close()
+
+
+def check_metrics_endpoint(port: int, bind: Any) -> None:
+    """The metrics endpoint can listen on METRICS_BIND:METRICS_PORT (tried, then closed)."""
+    try:
+        infos = socket.getaddrinfo(str(bind), port, type=socket.SOCK_STREAM)
+    except (socket.gaierror, UnicodeError) as exc:
+        reason = getattr(exc, "strerror", None) or exc
+        raise ConfigError(
+            f"METRICS_BIND must be an address of this machine, got {bind!r} ({reason})"
+        ) from exc
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                what = f"METRICS_PORT: port {port!r} is in use on {bind}"
+            else:
+                what = f"METRICS_BIND: cannot listen on {bind!r}"
+            raise ConfigError(f"{what} ({exc.strerror})") from exc
 
 
 def check_database(url: Any) -> None:

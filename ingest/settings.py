@@ -105,6 +105,9 @@ DOWNLOADER_MIDDLEWARES = {
     "ingest.downloadermiddlewares.batchsize.BatchSizeMiddleware": 945,
     "ingest.ratelimit.middleware.RateLimitMiddleware": 950,
     "ingest.downloadermiddlewares.auth.ApiTokenMiddleware": 960,
+    # Next to the wire, after every wait: requests are counted as they go, and every
+    # answer as it comes, 429s the rate limiter requeues and 5xx retried included.
+    "scrapy.downloadermiddlewares.stats.DownloaderStats": 990,
 }
 ITEM_PIPELINES = {
     "ingest.pipelines.ValidationPipeline": 300,
@@ -113,7 +116,9 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "scrapy.extensions.telnet.TelnetConsole": None,
     "scrapy.extensions.logstats.LogStats": None,
+    "ingest.extensions.bar.ProgressBar": 490,
     "ingest.extensions.progress.Progress": 500,
+    "ingest.extensions.metrics.Metrics": 505,
     "ingest.extensions.reconcile.Reconcile": 510,
     "ingest.distributed.worker.Worker": 510,
     "ingest.extensions.gcfreeze.FreezeHeap": 520,
@@ -130,6 +135,11 @@ SCHEDULER_MEMORY_QUEUE = "scrapy.squeues.FifoMemoryQueue"
 
 # ---------------------------------------------------------------- operations
 PROGRESS_INTERVAL = 5.0  # seconds between progress lines; 0 turns them off
+PROGRESS_BAR = True  # a live bar instead of progress lines, when stderr is a terminal
+# Prometheus metrics at http://METRICS_BIND:METRICS_PORT/metrics; unset: no port is
+# opened; 0: a free port, logged.
+METRICS_PORT = None
+METRICS_BIND = "127.0.0.1"
 LOG_LEVEL = "INFO"
 TELNETCONSOLE_ENABLED = False
 # The RemoteControl extension serves an endpoint that runs Python code.

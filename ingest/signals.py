@@ -5,3 +5,6 @@
 storage_unavailable = object()
 # A write went through again: fetching goes on.
 storage_available = object()
+# A batch of outcomes was committed: ``size`` outcomes, in ``seconds`` (outages waited
+# out included), for the write latency metrics show.
+batch_written = object()

@@ -240,7 +240,7 @@ def test_progress_lines_and_a_summary(mockapi, tmp_path: Path) -> None:
     assert [int(done) for done, _ in progress] == sorted(int(done) for done, _ in progress)
     assert re.search(
         r"Summary \(finished: 39 stored, 1 not_found, 0 invalid, 0 failed; .* elapsed [\d.]+s; "
-        r"40 requests at [\d.]+/min = \d+\.\d% of the 1200/60 limit\)",
+        r"40 requests \(0 retries, 0 x 429\) at [\d.]+/min = \d+\.\d% of the 1200/60 limit\)",
         done.stderr,
     )
 

@@ -68,6 +68,22 @@ BAD_INPUT = [
         },
         "API_BATCH_BODY must be JSON, got 'ids'",
     ),
+    (IDS, {"METRICS_PORT": "http"}, "METRICS_PORT must be an integer, got 'http'"),
+    (
+        IDS,
+        {"METRICS_PORT": "70000"},
+        "METRICS_PORT must be a TCP port from 0 to 65535, got '70000'",
+    ),
+    (
+        IDS,
+        {"METRICS_PORT": "0", "METRICS_BIND": "10.255.255.1"},
+        "METRICS_BIND: cannot listen on '10.255.255.1'",
+    ),
+    (
+        IDS,
+        {"PROGRESS_BAR": "sometimes"},
+        "PROGRESS_BAR must be True or False (or 1 or 0), got 'sometimes'",
+    ),
 ]
 
 

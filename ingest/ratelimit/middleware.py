@@ -189,6 +189,10 @@ class RateLimitMiddleware:
             if await self.backend.run(key, TokenBucket.adopt, rate):
                 logger.info("%s announces a quota of %s: pacing by it too", key, rate)
                 await self._report_pace(key, "announced by the server")
+        if quota.remaining is not None:  # as the server last said, for progress and metrics
+            self.stats.set_value("ratelimit/quota_remaining", quota.remaining)
+        if quota.reset is not None:
+            self.stats.set_value("ratelimit/quota_reset_at", round(self.clock() + quota.reset, 3))
         if quota.remaining is None or quota.reset is None:
             return
         if quota.exhausted and quota.reset <= RESET_RESOLUTION:

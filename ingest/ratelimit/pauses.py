@@ -56,6 +56,7 @@ class Pauses:
             logger.info("Pausing requests to %s for %.1fs (%s)", key, pause.remaining, why)
         self.paused_seconds += pause.added
         self.stats.set_value("ratelimit/paused_seconds", round(self.paused_seconds, 3))
+        self.stats.set_value("ratelimit/paused_until", round(self.clock() + pause.remaining, 3))
         if pause.added > 0:
             previous = self._resume_log.pop(key, None)
             if previous:

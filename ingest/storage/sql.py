@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
@@ -62,6 +62,20 @@ class SqlStore:
 
     def counts(self) -> dict[str, int]:
         return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
+
+    def stream(self, query: str, params: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
+        """The rows of a read, one at a time: a big answer is never held whole."""
+        try:
+            cursor = self._connection().cursor()
+            # psycopg streams with stream(); sqlite3's cursor yields rows as it steps.
+            rows = (
+                cursor.stream(query, params)
+                if hasattr(cursor, "stream")
+                else cursor.execute(query, params)
+            )
+            yield from rows
+        except self.DRIVER.Error as exc:
+            raise self._error("cannot read", exc) from exc
 
     def close(self) -> None:
         conn, self._conn = self._conn, None
