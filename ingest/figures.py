@@ -49,6 +49,7 @@ class Snapshot:
     pace: float  # requests/min the bucket allows now
     pace_source: str
     eta: float | None  # seconds
+    ids_per_request: float = 1.0  # with batches: ids asked for per batch answered
 
     @property
     def pending(self) -> int | None:
@@ -142,6 +143,8 @@ class Figures:
         per_minute = self.per_minute(now)
         pace = float(get("ratelimit/current_rate", 0.0))
         done = sum(by_state.values()) + skipped
+        batches = int(get("batch/requests_answered", 0))
+        per_request = int(get("batch/ids_answered", 0)) / batches if batches else 1.0
         return Snapshot(
             now=now,
             elapsed=now - self.started,
@@ -159,8 +162,9 @@ class Figures:
             paused_until=paused_until,
             pace=pace,
             pace_source=str(get("ratelimit/pace_source", "") or ""),
+            ids_per_request=per_request,
             eta=eta(
-                None if self.total is None else self.total - done,
+                None if self.total is None else (self.total - done) / per_request,
                 requests=requests,
                 retries=retries,
                 per_minute=per_minute if per_minute > 0 and not pause_left else pace,
@@ -170,10 +174,10 @@ class Figures:
 
 
 def eta(
-    left: int | None, *, requests: int, retries: int, per_minute: float, pause_left: float
+    left: float | None, *, requests: int, retries: int, per_minute: float, pause_left: float
 ) -> float | None:
-    """Seconds until the ids ``left`` are done: what a pause still holds, then their
-    requests at ``per_minute``, counting as many retries per id as so far."""
+    """Seconds until ``left`` more requests' worth of ids are done: what a pause still
+    holds, then those requests at ``per_minute``, with as many retries as so far."""
     if left is None or per_minute <= 0:
         return None
     if left <= 0:

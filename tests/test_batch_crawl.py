@@ -64,6 +64,8 @@ def test_batches_store_exactly_what_single_ids_store(mockapi, tmp_path: Path, me
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
     assert statuses(record) == {200: 6}  # 300 ids, 50 a request
+    summary = next(line for line in done.stderr.splitlines() if "Summary (finished" in line)
+    assert "; 6 requests (0 retries, 0 x 429)" in summary and "; 50.0 ids/request" in summary
     assert {entry["path"] for entry in record} == {"/items/batch" if method == "POST" else "/items"}
     asked = Counter(id_ for entry in record for id_ in ids_of(entry))
     assert asked == Counter(str(i) for i in range(1, 301))  # each id once

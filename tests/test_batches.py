@@ -215,3 +215,28 @@ def test_batches_of_the_job_are_named_by_their_place() -> None:
     plain = Request("http://api.test/items/1")
     assert fingerprint(plain) == fingerprint(Request("http://api.test/items/1"))
     assert fingerprint(plain) != fingerprint(Request("http://api.test/items/2"))
+
+
+class Stats(dict):  # type: ignore[type-arg]
+    def get_value(self, key: str, default: Any = None) -> Any:
+        return self.get(key, default)
+
+
+def test_progress_counts_ids_and_requests_apart_and_the_eta_by_batches() -> None:
+    from ingest.extensions.progress import progress_line
+    from ingest.figures import Figures
+    from ingest.ratelimit.rates import parse_rates
+
+    clock = [1000.0]
+    stats = Stats({"storage/stored": 4000, "batch/requests_answered": 80})
+    stats["batch/ids_answered"] = 4000
+    figures = Figures(stats, parse_rates("100/60"), clock=lambda: clock[0])  # type: ignore[arg-type]
+    figures.total = 10_000
+    for _ in range(80):  # 80 requests over 48 s: 100/min
+        figures.request_sent()
+        clock[0] += 0.6
+    snapshot = figures.snapshot()
+    line = progress_line(snapshot)
+    assert line.startswith("4000/10000 ids (40.0%) | 100.0 req/min")
+    assert "50.0 ids/request" in line
+    assert snapshot.eta == pytest.approx(6000 / 50 * 0.6, rel=0.02)  # 120 requests to go

@@ -49,7 +49,7 @@ def stop(process: subprocess.Popen[str], how: str) -> float:
     return stopped
 
 
-@pytest.mark.parametrize("trial", range(5))
+@pytest.mark.parametrize("trial", range(3))
 @pytest.mark.parametrize("how", ["sigint", "sigint-twice", "kill"])
 def test_a_stop_at_any_moment_loses_nothing(mockapi, tmp_path: Path, how: str, trial: int) -> None:
     api = mockapi("--limit", "none", "--not-found", "13,250")

@@ -31,6 +31,8 @@ def progress_line(s: Snapshot) -> str:
     """``120/300 ids (40.0%) | 100.0 req/min over the last minute | 0 x 429 | …``"""
     ids = f"{s.done}/{s.total} ids ({100 * s.done / s.total:.1f}%)" if s.total else f"{s.done} ids"
     parts = [ids, f"{s.per_minute:.1f} req/min over the last minute", f"{s.throttled} x 429"]
+    if s.ids_per_request > 1:
+        parts.insert(2, f"{s.ids_per_request:.1f} ids/request")
     paused = f"paused {duration(s.paused_seconds)}"
     if s.pause_left > 0:
         paused += f", resuming in {duration(s.pause_left)}"
@@ -52,6 +54,7 @@ def summary_record(s: Snapshot, figures: Figures, reason: str) -> dict[str, Any]
         "elapsed_seconds": round(s.elapsed, 3),
         "ids": {**s.by_state, "skipped": s.skipped, "total": s.total},
         "requests": s.requests,
+        "ids_per_request": round(s.ids_per_request, 2),
         "retries": s.retries,
         "responses_429": s.throttled,
         "requests_per_minute": None if rate is None else round(rate, 2),
@@ -73,6 +76,8 @@ def summary_text(record: dict[str, Any]) -> str:
             f" at {record['requests_per_minute']:.1f}/min"
             f" = {100 * record['share_of_limit']:.1f}% of the {record['limit']} limit"
         )
+    if record.get("ids_per_request", 1) > 1:
+        text += f"; {record['ids_per_request']:.1f} ids/request"
     return text
 
 
