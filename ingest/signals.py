@@ -5,3 +5,5 @@
 storage_unavailable = object()
 # A write went through again: fetching goes on.
 storage_available = object()
+# The API refused one of several keys (api=, fingerprint=): no request goes on it again.
+key_rejected = object()

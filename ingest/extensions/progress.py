@@ -14,6 +14,7 @@ from scrapy.utils.asyncio import create_looping_call
 
 from ingest.humanize import duration
 from ingest.items import STATES
+from ingest.keys import Key, load_keys
 from ingest.ratelimit.rates import Rate, parse_rates
 
 if TYPE_CHECKING:
@@ -39,8 +40,10 @@ class Progress:
         interval: float,
         rates: tuple[Rate, ...],
         clock: Callable[[], float] = time.monotonic,
+        keys: tuple[Key, ...] = (),
     ) -> None:
         self.crawler, self.interval, self.rates, self.clock = crawler, interval, rates, clock
+        self.keys = keys if len(keys) > 1 else ()
         self.sent: deque[float] = deque()
         self.first_sent: float | None = None
         self.last_sent: float | None = None
@@ -54,7 +57,8 @@ class Progress:
         interval = crawler.settings.getfloat("PROGRESS_INTERVAL")
         if interval <= 0:
             raise NotConfigured("PROGRESS_INTERVAL is 0")
-        ext = cls(crawler, interval, parse_rates(crawler.settings.get("RATELIMIT_RATE")))
+        rates = parse_rates(crawler.settings.get("RATELIMIT_RATE"))
+        ext = cls(crawler, interval, rates, keys=load_keys(crawler.settings))
         for handler, signal in (
             (ext.spider_opened, signals.spider_opened),
             (ext.spider_closed, signals.spider_closed),
@@ -112,12 +116,34 @@ class Progress:
         parts.append(f"{rate:.1f} req/min over the last minute")
         parts.append(f"{throttled} x 429")
         parts.append(f"paused {duration(paused)}")
+        if self.keys:
+            parts.append("; ".join([f"{len(self.keys)} keys: {rate:.1f}/min", *self.key_notes()]))
         if self.stats.get_value("ratelimit/pace_source"):
             pace = self.stats.get_value("ratelimit/current_rate", 0.0)
             parts.append(f"pace {pace:.0f}/min, {self.stats.get_value('ratelimit/pace_source')}")
         if total is not None and rate > 0:
             parts.append(f"ETA {duration((total - done) * 60 / rate)}")
         return " | ".join(parts)
+
+    def key_notes(self) -> list[str]:
+        """The keys paused at some point, and those the API refused."""
+        notes = []
+        for key in self.keys:
+            stat = f"ratelimit/key/{key.fingerprint}"
+            if self.stats.get_value(f"{stat}/rejected"):
+                notes.append(f"key {key.number} rejected")
+            elif paused := self.stats.get_value(f"{stat}/paused_seconds", 0.0):
+                notes.append(f"key {key.number} paused {duration(paused)}")
+        return notes
+
+    def per_key(self) -> str:
+        """Each key's requests and 429s, for the summary."""
+        return ", ".join(
+            f"key {key.number} ({key.fingerprint}…) "
+            f"{self.stats.get_value(f'ratelimit/key/{key.fingerprint}/requests', 0)} requests "
+            f"{self.stats.get_value(f'ratelimit/key/{key.fingerprint}/429', 0)} x 429"
+            for key in self.keys
+        )
 
     def log_progress(self) -> None:
         logger.info("Progress: %s", self.line())
@@ -136,6 +162,8 @@ class Progress:
                     f"; {self.requests} requests at {per_second * 60:.1f}/min"
                     f" = {100 * per_second / limit:.1f}% of the {self.rates[0]} limit"
                 )
+                if self.keys:
+                    text += f" per key x {len(self.keys)} keys: {self.per_key()}"
         return text
 
     def spider_closed(self, spider: Any, reason: str) -> None:
