@@ -55,6 +55,10 @@ BAD_INPUT = [
     (IDS, {"DATABASE_URL": "mysql://u:secret@h/db"}, "'mysql://u:***@h/db'"),
     (IDS, {"DATABASE_URL": "sqlite:////proc/ingest/x.db"}, "sqlite:////proc/ingest/x.db"),
     (IDS, {"DISTRIBUTED": "1"}, "DISTRIBUTED needs REDIS_URL"),
+    (IDS, {"API_TOKENS": "secret-a,,secret-b"}, "API_TOKENS entry 2 of 3 is empty"),
+    (IDS, {"API_TOKENS_FILE": "/nonexistent/keys"}, "API_TOKENS_FILE cannot be read, got '/non"),
+    (IDS, {"API_TOKEN": "secret-a", "API_TOKENS": "secret-b,secret-c"}, "API_TOKEN and API_TOKENS"),
+    (IDS, {"RATELIMIT_SHARED_RATE": "lots"}, "RATELIMIT_SHARED_RATE must look like 100/60"),
 ]
 
 

@@ -157,13 +157,14 @@ class Progress:
             span = self.last_sent - self.first_sent
             if span > 0:
                 per_second = (self.requests - 1) / span
-                limit = self.rates[0].per_second
+                limit = self.rates[0].per_second * max(1, len(self.keys))
+                of = f"{len(self.keys)} keys x " if self.keys else ""
                 text += (
                     f"; {self.requests} requests at {per_second * 60:.1f}/min"
-                    f" = {100 * per_second / limit:.1f}% of the {self.rates[0]} limit"
+                    f" = {100 * per_second / limit:.1f}% of {of}the {self.rates[0]} limit"
                 )
                 if self.keys:
-                    text += f" per key x {len(self.keys)} keys: {self.per_key()}"
+                    text += f"; {self.per_key()}"
         return text
 
     def spider_closed(self, spider: Any, reason: str) -> None:
