@@ -80,9 +80,10 @@ def test_keys_come_from_one_setting_each_named_by_number_and_fingerprint(tmp_pat
 # ---------------------------------------------------------------- routing, on a fake clock
 
 
-def test_the_soonest_slot_wins_and_ties_go_to_the_first_key() -> None:
-    assert soonest({"a": 2.0, "b": 1.0, "c": 1.0}) == "b"
-    assert soonest({"a": 1.0, "b": 1.0}) == "a"
+def test_the_soonest_slot_wins_then_the_key_idle_longest_then_the_first() -> None:
+    assert soonest({"a": (2.0, 0.0), "b": (1.0, 0.5), "c": (1.0, 0.5)}) == "b"
+    assert soonest({"a": (1.0, 0.9), "b": (1.0, 0.2)}) == "b"
+    assert soonest({"a": (1.0, 0.2), "b": (1.0, 0.2)}) == "a"
     assert soonest({}) is None
 
 
@@ -178,6 +179,23 @@ def test_three_keys_each_carry_a_third_at_their_own_pace(mockapi, tmp_path: Path
     assert "3 keys x the 20/1 limit" in done.stderr
     assert re.search(rf"'ratelimit/key/{FP[0]}/requests': 4\d", done.stderr)
     assert len(terminal_states(db)) == n
+
+
+def test_a_shared_rate_holds_all_keys_together(mockapi, tmp_path: Path) -> None:
+    n = 90
+    api = mockapi(
+        *token_args(), "--limit", "20/1", "--shared-limit", "30/1", "--algorithm", "sliding"
+    )
+    db = f"sqlite:///{tmp_path}/ingest.db"
+    done = crawl(
+        api.url_template, db, "-a", f"ids=1-{n}", env=keys_env(),
+        RATELIMIT_RATE="20/1", RATELIMIT_SHARED_RATE="30/1",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = api.requests()
+    assert statuses(record) == {200: n}
+    assert span(record) >= (n - 1) / 30  # the shared cap, not three keys' 60/s
+    assert set(Counter(entry["token"] for entry in record)) == set(FP)
 
 
 def test_a_revoked_key_is_retired_and_its_share_moves_to_the_others(

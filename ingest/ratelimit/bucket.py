@@ -181,7 +181,8 @@ class TokenBucket:
     def peek(self, not_before: float = -math.inf) -> Peek:
         """When a slot booked now would come, without booking it."""
         now = self.clock()
-        return Peek(self._earliest(now, not_before)[0], self.state.retired_at, now)
+        s = self.state
+        return Peek(self._earliest(now, not_before)[0], s.tat, s.retired_at, now)
 
     def retire(self) -> None:
         """The API refused this bucket's key: it is not to be used again, and the slots

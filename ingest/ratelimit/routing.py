@@ -34,8 +34,11 @@ class Route:
     at: float
 
 
-def soonest(slots: Mapping[str, float]) -> str | None:
-    """The key whose slot comes first; of several at the same time, the first listed."""
+def soonest(slots: Mapping[str, tuple[float, float]]) -> str | None:
+    """The key whose slot (the first of each pair) comes first; of several at the same
+    time, the one idle longest (the second: when its bucket was next ready), then the
+    first listed. So keys that all could send share the work, even when something else
+    (a shared rate) sets the pace."""
     return min(slots, key=slots.__getitem__, default=None)
 
 
@@ -145,7 +148,7 @@ class Router:
             if peek.retired_at >= self.started:
                 self._retired(key, "rejected by the API, as another worker found: not used")
                 continue
-            slots[key.fingerprint] = peek.at
+            slots[key.fingerprint] = (peek.at, peek.ready)
         chosen = soonest(slots)
         if chosen is None:
             self.on_all_rejected(api)

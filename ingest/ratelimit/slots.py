@@ -42,9 +42,11 @@ class Pause:
 
 @dataclass(frozen=True, slots=True)
 class Peek:
-    """When a slot booked now would come (``at``), without booking it; when the API last
-    refused this bucket's key (``retired_at``); and the bucket's time (``now``)."""
+    """When a slot booked now would come (``at``), without booking it; when the bucket's
+    next token came or comes (``ready``: the longer ago, the longer it has been idle);
+    when the API last refused this bucket's key (``retired_at``); the bucket's time."""
 
     at: float
+    ready: float
     retired_at: float
     now: float
