@@ -24,6 +24,7 @@ from ingest.config import (
     parse_seconds,
 )
 from ingest.ids import id_source
+from ingest.keys import load_keys
 from ingest.masking import mask_url
 from ingest.ratelimit.rates import parse_rates
 from ingest.storage import open_store
@@ -112,8 +113,11 @@ def check_settings(settings: BaseSettings) -> None:
             check(name, settings.get(name))
     check_api_url(settings.get("API_URL"))
     BatchSpec.from_settings(settings)
+    load_keys(settings)
     if settings.getbool("RATELIMIT_ENABLED"):
         parse_rates(settings.get("RATELIMIT_RATE"))
+        if settings.get("RATELIMIT_SHARED_RATE") is not None:
+            parse_rates(settings.get("RATELIMIT_SHARED_RATE"), "RATELIMIT_SHARED_RATE")
         parse_int("RATELIMIT_BURST", settings.get("RATELIMIT_BURST"), least=1)
         backend = settings.get("RATELIMIT_BACKEND")
         if backend not in BACKENDS:

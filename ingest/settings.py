@@ -33,6 +33,10 @@ API_BATCH_MAX_URL = 8000
 # an array, else the first of its "items", "data", "results" that is one.
 API_BATCH_ITEMS = None
 API_ITEM_ID = "id"  # the field of each item naming its id, compared as text
+# Several keys, comma- or newline-separated, each paced by its own bucket; or a file of
+# them, one per line (# comments). Not together with API_TOKEN. [env INGEST_API_TOKENS]
+API_TOKENS = os.environ.get("INGEST_API_TOKENS") or None
+API_TOKENS_FILE = None
 # JSON Schema every payload must satisfy; the default fits the bundled mock API.
 ITEM_SCHEMA = str(Path(__file__).resolve().parent / "schemas" / "item.schema.json")
 
@@ -41,6 +45,8 @@ RATELIMIT_ENABLED = True
 RATELIMIT_RATE = "100/60"  # N/SECONDS; several comma-separated rates all apply
 RATELIMIT_BURST = 1  # tokens that may go at once; 1 = evenly spaced
 RATELIMIT_BACKEND = "memory"  # or "redis" (shared by workers)
+# N/SECONDS that all keys together keep to as well (a cap per IP or per account)
+RATELIMIT_SHARED_RATE = None
 RATELIMIT_MAX_PAUSE = 900  # seconds; a longer server-imposed pause stops the crawl
 RATELIMIT_RETRY_TIMES = 20  # 429s in a row for one id before it is "failed"
 

@@ -8,3 +8,5 @@ storage_available = object()
 # A batch of outcomes was committed: ``size`` outcomes, in ``seconds`` (outages waited
 # out included), for the write latency metrics show.
 batch_written = object()
+# The API refused one of several keys (api=, fingerprint=): no request goes on it again.
+key_rejected = object()

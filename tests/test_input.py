@@ -84,6 +84,10 @@ BAD_INPUT = [
         {"PROGRESS_BAR": "sometimes"},
         "PROGRESS_BAR must be True or False (or 1 or 0), got 'sometimes'",
     ),
+    (IDS, {"API_TOKENS": "secret-a,,secret-b"}, "API_TOKENS entry 2 of 3 is empty"),
+    (IDS, {"API_TOKENS_FILE": "/nonexistent/keys"}, "API_TOKENS_FILE cannot be read, got '/non"),
+    (IDS, {"API_TOKEN": "secret-a", "API_TOKENS": "secret-b,secret-c"}, "API_TOKEN and API_TOKENS"),
+    (IDS, {"RATELIMIT_SHARED_RATE": "lots"}, "RATELIMIT_SHARED_RATE must look like 100/60"),
 ]
 
 

@@ -1,4 +1,4 @@
-"""The API token: added to each request as it leaves, and a refusal of it ends the crawl."""
+"""The API keys: the token added to each request as it leaves; a refused key retired."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from scrapy.utils.response import response_status_message
 
 from ingest.api import check_api_url, origin, origin_of
 from ingest.endings import UNAUTHORIZED, end_crawl
-from ingest.masking import fingerprint
+from ingest.keys import KEY_META, Key, every_key_rejected, load_keys
 from ingest.ratelimit.quota import quota_of, rate_limited
+from ingest.signals import key_rejected
 from ingest.stopping import give_back
 
 if TYPE_CHECKING:
@@ -35,38 +36,62 @@ class ApiTokenMiddleware:
     any answer got through, means no request can succeed: every id would end
     ``failed`` and the quota be spent for nothing. The crawl stops instead, the
     refused requests go back to the queue, and no id is marked.
+
+    With several keys, the rate limiter picks each request's key (``meta`` names it by
+    its fingerprint); without the rate limiter, they take turns. A refused key is
+    retired with one warning and its request goes back to be sent on another; the
+    crawl stops only when every key has been refused.
     """
 
     def __init__(
         self,
         crawler: Crawler,
-        token: str | None,
+        keys: tuple[Key, ...],
         api_origin: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.crawler, self.clock = crawler, clock
-        self.header = f"Bearer {token}".encode() if token else None
-        self.token_name = f"API_TOKEN {fingerprint(token)}…" if token else "no API_TOKEN set"
+        self.keys = {key.fingerprint: key for key in keys}
+        self.headers = {key.fingerprint: f"Bearer {key.token}".encode() for key in keys}
+        self.several = len(keys) > 1
+        self.token_name = f"API_TOKEN {keys[0].fingerprint}…" if keys else "no API_TOKEN set"
         self.api_origin = api_origin
-        self.accepted = False
+        self.accepted: set[str | None] = set()
+        self.rejected: set[str] = set()
         self.refused = False
+        self._turn = 0
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        token = crawler.settings.get("API_TOKEN")
         template = check_api_url(crawler.settings.get("API_URL"))
-        return cls(crawler, str(token) if token else None, origin_of(template))
+        return cls(crawler, load_keys(crawler.settings), origin_of(template))
 
     def process_request(self, request: Request) -> None:
-        if self.header is not None and origin(request) == self.api_origin:
-            request.headers[b"Authorization"] = self.header
+        if not self.headers or origin(request) != self.api_origin:
+            return
+        fingerprint = request.meta.get(KEY_META)
+        if fingerprint not in self.headers or fingerprint in self.rejected:
+            fingerprint = self._take_turn(request)
+        request.headers[b"Authorization"] = self.headers[fingerprint]
+
+    def _take_turn(self, request: Request) -> str:
+        """The next key not refused, for a request no rate limiter routed."""
+        live = [fp for fp in self.headers if fp not in self.rejected]
+        if not live:
+            raise give_back(self.crawler, request)
+        self._turn = (self._turn + 1) % len(live)
+        request.meta[KEY_META] = live[self._turn]
+        return live[self._turn]
 
     def process_response(self, request: Request, response: Response) -> Response:
         request.headers.pop(b"Authorization", None)
         if origin(request) != self.api_origin:
             return response
-        if self._refuses_token(response):
-            if not self.refused:
+        fingerprint = request.meta.get(KEY_META) if self.several else None
+        if self._refuses_token(response, fingerprint):
+            if fingerprint is not None:
+                self._reject(fingerprint, response)
+            elif not self.refused:
                 self.refused = True
                 logger.error(
                     "%s answered %s (%s): stopping; no id was marked, and the same command "
@@ -76,15 +101,32 @@ class ApiTokenMiddleware:
                 end_crawl(self.crawler, UNAUTHORIZED)
             raise give_back(self.crawler, request)
         if response.status < 400 or response.status in (404, 410):
-            self.accepted = True
+            self.accepted.add(fingerprint)
         return response
+
+    def _reject(self, fingerprint: str, response: Response) -> None:
+        """Retire a key the API refused; stop when it was the last."""
+        key = self.keys.get(fingerprint)
+        if key is None or fingerprint in self.rejected:
+            return
+        self.rejected.add(fingerprint)
+        logger.warning("%s rejected: %s", key, response_status_message(response.status))
+        self.crawler.signals.send_catch_log(
+            signal=key_rejected, api=self.api_origin, fingerprint=fingerprint
+        )
+        if len(self.rejected) == len(self.keys):
+            every_key_rejected(self.crawler, self.api_origin, len(self.keys))
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         request.headers.pop(b"Authorization", None)
 
-    def _refuses_token(self, response: Response) -> bool:
+    def _refuses_token(self, response: Response, fingerprint: str | None) -> bool:
         if response.status == 401:
             return True
-        if response.status != 403 or self.accepted or b"Retry-After" in response.headers:
+        if (
+            response.status != 403
+            or fingerprint in self.accepted
+            or b"Retry-After" in response.headers
+        ):
             return False
         return not rate_limited(403, quota_of(response.headers, now=self.clock()))

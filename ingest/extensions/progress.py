@@ -16,6 +16,7 @@ from ingest.extensions.bar import bar_shown
 from ingest.figures import Figures, Snapshot
 from ingest.humanize import duration
 from ingest.items import STATES
+from ingest.keys import Key, load_keys
 
 if TYPE_CHECKING:
     from typing import Self
@@ -44,10 +45,12 @@ def progress_line(s: Snapshot) -> str:
     return " | ".join(parts)
 
 
-def summary_record(s: Snapshot, figures: Figures, reason: str) -> dict[str, Any]:
-    """The summary's figures, as kept in JOBDIR and shown by ``ingest-status --json``."""
+def summary_record(s: Snapshot, figures: Figures, reason: str, keys: int = 1) -> dict[str, Any]:
+    """The summary's figures, as kept in JOBDIR and shown by ``ingest-status --json``.
+    With several keys, the limit is each key's, times as many keys."""
     rate = figures.overall_per_minute()
     limit = figures.rates[0]
+    per_second = limit.per_second * keys
     return {
         "reason": reason,
         "finished_at": datetime.fromtimestamp(s.now, tz=UTC).isoformat(timespec="seconds"),
@@ -59,7 +62,8 @@ def summary_record(s: Snapshot, figures: Figures, reason: str) -> dict[str, Any]
         "responses_429": s.throttled,
         "requests_per_minute": None if rate is None else round(rate, 2),
         "limit": str(limit),
-        "share_of_limit": None if rate is None else round(rate / (60 * limit.per_second), 4),
+        "keys": keys,
+        "share_of_limit": None if rate is None else round(rate / (60 * per_second), 4),
     }
 
 
@@ -72,9 +76,10 @@ def summary_text(record: dict[str, Any]) -> str:
         f"({record['retries']} retries, {record['responses_429']} x 429)"
     )
     if record["requests_per_minute"] is not None:
+        of = f"{record['keys']} keys x " if record.get("keys", 1) > 1 else ""
         text += (
             f" at {record['requests_per_minute']:.1f}/min"
-            f" = {100 * record['share_of_limit']:.1f}% of the {record['limit']} limit"
+            f" = {100 * record['share_of_limit']:.1f}% of {of}the {record['limit']} limit"
         )
     if record.get("ids_per_request", 1) > 1:
         text += f"; {record['ids_per_request']:.1f} ids/request"
@@ -89,9 +94,17 @@ class Progress:
     included), and their rate against the limit; with JOBDIR, kept there too."""
 
     def __init__(
-        self, figures: Figures, interval: float, *, lines: bool, jobdir: str | None = None
+        self,
+        figures: Figures,
+        interval: float,
+        *,
+        lines: bool,
+        jobdir: str | None = None,
+        keys: tuple[Key, ...] = (),
     ) -> None:
         self.figures, self.interval, self.lines, self.jobdir = figures, interval, lines, jobdir
+        self.keys = keys if len(keys) > 1 else ()
+        self.stats = figures.stats
         self._loop: Any = None
 
     @classmethod
@@ -102,7 +115,9 @@ class Progress:
             raise NotConfigured("PROGRESS_INTERVAL is 0")
         # With the log in a file, the terminal's bar does not replace its lines.
         lines = not bar_shown(s) or bool(s.get("LOG_FILE"))
-        ext = cls(Figures.of(crawler), interval, lines=lines, jobdir=s.get("JOBDIR"))
+        ext = cls(
+            Figures.of(crawler), interval, lines=lines, jobdir=s.get("JOBDIR"), keys=load_keys(s)
+        )
         crawler.signals.connect(ext.spider_opened, signal=signals.spider_opened)
         crawler.signals.connect(ext.spider_closed, signal=signals.spider_closed)
         return ext
@@ -112,14 +127,48 @@ class Progress:
             self._loop = create_looping_call(self.log_progress)
             self._loop.start(self.interval, now=False)
 
+    def key_notes(self) -> list[str]:
+        """The keys paused at some point, and those the API refused."""
+        notes = []
+        for key in self.keys:
+            stat = f"ratelimit/key/{key.fingerprint}"
+            if self.stats.get_value(f"{stat}/rejected"):
+                notes.append(f"key {key.number} rejected")
+            elif paused := self.stats.get_value(f"{stat}/paused_seconds", 0.0):
+                notes.append(f"key {key.number} paused {duration(paused)}")
+        return notes
+
+    def per_key(self) -> str:
+        """Each key's requests and 429s, for the summary."""
+        return ", ".join(
+            f"key {key.number} ({key.fingerprint}…) "
+            f"{self.stats.get_value(f'ratelimit/key/{key.fingerprint}/requests', 0)} requests "
+            f"{self.stats.get_value(f'ratelimit/key/{key.fingerprint}/429', 0)} x 429"
+            for key in self.keys
+        )
+
+    def line(self) -> str:
+        """The progress line; with several keys, their pace together and each one's trouble."""
+        snapshot = self.figures.snapshot()
+        line = progress_line(snapshot)
+        if self.keys:
+            keys = f"{len(self.keys)} keys: {snapshot.per_minute:.1f}/min"
+            line += " | " + "; ".join([keys, *self.key_notes()])
+        return line
+
     def log_progress(self) -> None:
-        logger.info("Progress: %s", progress_line(self.figures.snapshot()))
+        logger.info("Progress: %s", self.line())
 
     def spider_closed(self, reason: str) -> None:
         if self._loop is not None and self._loop.running:
             self._loop.stop()
-        record = summary_record(self.figures.snapshot(), self.figures, reason)
-        logger.info("Summary (%s)", summary_text(record))
+        record = summary_record(
+            self.figures.snapshot(), self.figures, reason, keys=max(1, len(self.keys))
+        )
+        text = summary_text(record)
+        if self.keys:
+            text += f"; {self.per_key()}"
+        logger.info("Summary (%s)", text)
         if self.jobdir:
             path = os.path.join(self.jobdir, SUMMARY_FILE)
             try:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ingest.ratelimit import learning
 from ingest.ratelimit.rates import Rate, by_period
+from ingest.ratelimit.slots import Confirmation, Pause, Peek, Reservation
 
 # Each rate is kept this much slower than nominal, so that a send that goes a
 # little late does not make the window after it a little too full. A window is
@@ -43,41 +44,6 @@ GUARD_MIN_INTERVAL = 0.05
 JITTER, JITTER_MAX = 0.05, 1.0
 
 
-@dataclass(frozen=True, slots=True)
-class Reservation:
-    """A send slot: wait ``delay`` seconds, then confirm it (``at``: the slot's time).
-    ``precise``: the send is guarded, so the waits must end on time to tens of µs
-    rather than to the millisecond of the event loop's timers. ``imposed``: the part
-    of the delay the server imposed (a pause, a quota spent until its reset), as
-    opposed to the pacing of the configured rates."""
-
-    delay: float
-    epoch: int
-    at: float
-    precise: bool = False
-    imposed: float = 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class Confirmation:
-    """At the slot's time: ``wait`` None means the slot is void (a pause or a new
-    quota came in between): book again; a positive ``wait`` means wait that much
-    more and confirm again; 0 means go: the send counts as made ``at``."""
-
-    wait: float | None
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class Pause:
-    """The outcome of asking for a pause: whether it began a new one, how long is
-    left, and how many seconds it added to the time already paused."""
-
-    started: bool
-    remaining: float
-    added: float
-
-
 @dataclass(slots=True)
 class BucketState:
     """Everything a bucket remembers between two calls."""
@@ -94,6 +60,7 @@ class BucketState:
     tat: float = -math.inf  # theoretical arrival time of the next token (GCRA)
     last_sent: float = -math.inf
     announced: tuple[int, float] | None = None  # the quota the server announces
+    retired_at: float = -math.inf  # when the API last refused this bucket's key
     sends: deque[float] = field(default_factory=deque)  # booked or sent, oldest first
 
     def dumps(self) -> str:
@@ -184,25 +151,45 @@ class TokenBucket:
 
     # -------------------------------------------------------------- booking
 
-    def reserve(self) -> Reservation:
-        """Book the earliest slot every rate allows; returns how long to wait for it."""
-        s, now = self.state, self.clock()
+    def _earliest(self, now: float, not_before: float) -> tuple[float, float, bool]:
+        """The earliest slot every rate allows, the part of it the server imposed, and
+        whether it spends the budget the server announced."""
+        s = self.state
         interval = self.interval * (1 + self.margin)
-        at = max(now, s.paused_until, s.tat - (self.burst - 1) * interval)
+        at = max(now, not_before, s.paused_until, s.tat - (self.burst - 1) * interval)
         for rate in self.rates:
             if len(s.sends) >= rate.limit:
                 window = rate.period / s.scale
                 window += max(window * self.margin, WINDOW_MARGIN if self.margin else 0.0)
                 at = max(at, s.sends[-rate.limit] + window)
         imposed = s.paused_until
-        if at < s.budget_until:
-            if s.budget_left > 0:
-                s.budget_left -= 1
-            else:
-                at = imposed = max(imposed, s.budget_until)
-        s.tat = max(s.tat, at) + interval
+        if at < s.budget_until and s.budget_left <= 0:
+            at = imposed = max(imposed, s.budget_until)
+        return at, imposed, at < s.budget_until
+
+    def reserve(self, not_before: float = -math.inf) -> Reservation:
+        """Book the earliest slot every rate allows (not before ``not_before``); returns
+        how long to wait for it."""
+        s, now = self.state, self.clock()
+        at, imposed, spends = self._earliest(now, not_before)
+        if spends:
+            s.budget_left -= 1
+        s.tat = max(s.tat, at) + self.interval * (1 + self.margin)
         s.sends.append(at)
         return Reservation(at - now, s.epoch, at, self.guarded, max(0.0, imposed - now))
+
+    def peek(self, not_before: float = -math.inf) -> Peek:
+        """When a slot booked now would come, without booking it."""
+        now = self.clock()
+        s = self.state
+        return Peek(self._earliest(now, not_before)[0], s.tat, s.retired_at, now)
+
+    def retire(self) -> None:
+        """The API refused this bucket's key: it is not to be used again, and the slots
+        booked on it are void (their holders book on another key)."""
+        now = self.clock()
+        self.state.retired_at = max(self.state.retired_at, now)
+        self._void_bookings(now)
 
     def confirm(self, slot: Reservation) -> Confirmation:
         """Called at the booked time, just before sending."""

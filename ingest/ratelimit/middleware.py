@@ -12,14 +12,17 @@ from scrapy import signals
 from scrapy.exceptions import NotConfigured
 from scrapy.utils.response import response_status_message
 
+from ingest import signals as ingest_signals
 from ingest.api import origin
 from ingest.backoff import exponential
+from ingest.keys import KEY_META, Key, every_key_rejected, load_keys
 from ingest.ratelimit.backends import Backend, open_backend
 from ingest.ratelimit.bucket import TokenBucket
 from ingest.ratelimit.opening import Opening
 from ingest.ratelimit.pauses import Pauses
 from ingest.ratelimit.quota import Quota, quota_of, rate_limited, retry_after_seconds
 from ingest.ratelimit.rates import Rate, parse_rates
+from ingest.ratelimit.routing import Router, key_stats
 from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
 
 if TYPE_CHECKING:
@@ -60,9 +63,21 @@ class RateLimitMiddleware:
         stats: StatsCollector,
         waiter: Waiter,
         burst: int = 1,
+        keys: tuple[Key, ...] = (),
+        shared: Backend | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.crawler, self.backend, self.pauses = crawler, backend, pauses
+        self.shared = shared
+        self.router = Router(
+            keys,
+            backend,
+            shared=shared,
+            pauses=pauses,
+            waiter=waiter,
+            stats=stats,
+            on_all_rejected=lambda api: every_key_rejected(crawler, api, len(keys)),
+        )
         self.max_retries = max_retries
         self.stats = stats
         self.waiter = waiter
@@ -83,6 +98,15 @@ class RateLimitMiddleware:
         backend = open_backend(
             s.get("RATELIMIT_BACKEND"), rates, burst=burst, redis_url=s.get("REDIS_URL")
         )
+        shared = None
+        if shared_rates := s.get("RATELIMIT_SHARED_RATE"):
+            shared = open_backend(
+                s.get("RATELIMIT_BACKEND"),
+                parse_rates(shared_rates, "RATELIMIT_SHARED_RATE"),
+                burst=1,
+                redis_url=s.get("REDIS_URL"),
+            )
+        keys = load_keys(s)
         pauses = Pauses(
             crawler, backend, crawler.stats, max_pause=s.getfloat("RATELIMIT_MAX_PAUSE")
         )
@@ -94,55 +118,68 @@ class RateLimitMiddleware:
             stats=crawler.stats,
             waiter=Waiter(lambda: crawl_is_stopping(crawler)),
             burst=burst,
+            keys=keys,
+            shared=shared,
         )
         crawler.stats.set_value("ratelimit/current_rate", round(60 * rates[0].per_second, 3))
         logger.info(
             "Rate limit %s, burst %d, kept in %s",
             ",".join(map(str, rates)), burst, s.get("RATELIMIT_BACKEND"),
         )  # fmt: skip
+        if middleware.router.keyed:
+            for key in keys:
+                pace = round(60 * rates[0].per_second, 3)
+                crawler.stats.set_value(f"{key_stats(key.fingerprint)}/pace", pace)
+            logger.info("%d API keys, each paced by its own bucket", len(keys))
+        if shared_rates:
+            logger.info("Shared rate limit %s, for all keys together", shared_rates)
         crawler.signals.connect(middleware.close, signal=signals.spider_closed)
+        crawler.signals.connect(middleware.key_rejected, signal=ingest_signals.key_rejected)
         return middleware
 
     async def close(self) -> None:
+        await self.router.close()
         await self.backend.close()
+        if self.shared is not None:
+            await self.shared.close()
+
+    def key_rejected(self, api: str, fingerprint: str) -> None:
+        self.router.reject(api, fingerprint)
+
+    def _bucket(self, request: Request) -> str:
+        """The bucket the request was booked in: its API's, or its key's."""
+        bucket = self.router.bucket(origin(request), request.meta.get(KEY_META))
+        if bucket not in self.pauses.names and bucket != origin(request):
+            fingerprint = request.meta[KEY_META]
+            self.pauses.names[bucket] = (
+                f"{origin(request)} {self.router.by_fingerprint[fingerprint]}"
+            )
+            self.pauses.key_stats[bucket] = key_stats(fingerprint)
+        return bucket
 
     # -------------------------------------------------------------- sending
 
     async def process_request(self, request: Request) -> None:
-        key = origin(request)
+        api = origin(request)
         try:
-            if self.opening is not None and key not in self._answered:
-                await self.opening.wait(key, request)
-            request.meta[SENT_META] = await self._send_slot(key)
+            if self.opening is not None and api not in self._answered:
+                await self.opening.wait(api, request)
+            # The key is chosen as the request leaves: the one that can send it soonest.
+            route = await self.router.send_slot(api)
         except Stopping:
             if self.opening is not None:
-                self.opening.opened(key, by=request)
+                self.opening.opened(api, by=request)
             raise give_back(self.crawler, request) from None
-
-    async def _send_slot(self, key: str) -> float:
-        """Wait for a slot in the bucket, and return when the request goes."""
-        while True:
-            slot = await self.backend.run(key, TokenBucket.reserve)
-            if self.pauses.too_long(key, slot.imposed, "the shared bucket is paused"):
-                # Paused by an answer another worker got, or a quota spent for longer
-                # than anyone should wait: the crawl is stopping.
-                raise Stopping(slot.imposed)
-            if slot.delay > 0:
-                await self.waiter.sleep(slot.delay, precise=slot.precise)
-            confirmed = await self.backend.run(key, TokenBucket.confirm, slot)
-            while confirmed.wait:
-                await self.waiter.sleep(confirmed.wait, precise=slot.precise)
-                confirmed = await self.backend.run(key, TokenBucket.confirm, slot)
-            if confirmed.wait is not None:
-                return confirmed.at
-            # A pause or a new quota came while this request waited: book again.
+        request.meta[SENT_META] = route.at
+        if route.fingerprint is not None:
+            request.meta[KEY_META] = route.fingerprint
 
     # -------------------------------------------------------------- listening
 
     async def process_response(self, request: Request, response: Response) -> Request | Response:
-        key = origin(request)
-        if key not in self._answered:
-            await self._first_answer(key)
+        key = self._bucket(request)
+        if origin(request) not in self._answered:
+            await self._first_answer(origin(request), key)
         sent_at = request.meta.get(SENT_META, -math.inf)
         headers, now = response.headers, self.clock()
         quota = quota_of(headers, now=now)
@@ -150,6 +187,8 @@ class RateLimitMiddleware:
             await self._follow_quota(key, quota, sent_at)
         wait = retry_after_seconds(headers.get("Retry-After"), now=now, date=headers.get("Date"))
         if rate_limited(response.status, quota):
+            if key in self.pauses.key_stats:
+                self.stats.inc_value(f"{self.pauses.key_stats[key]}/429")
             await self._learn(key, sent_at, response.status)
             if wait is None and quota is not None and quota.exhausted and quota.reset:
                 wait, why = quota.reset, "quota exhausted until its reset"
@@ -174,14 +213,14 @@ class RateLimitMiddleware:
         if self.opening is not None:
             self.opening.opened(origin(request), by=request)
 
-    async def _first_answer(self, key: str) -> None:
+    async def _first_answer(self, api: str, key: str) -> None:
         """The first request to an API also opened the connection, so it reached the
         server later than a request on a warm connection will: the second one is paced
         from this answer, not from the first one's send."""
-        self._answered.add(key)
+        self._answered.add(api)
         if self.opening is not None:
             await self.backend.run(key, TokenBucket.restart)
-            self.opening.opened(key)
+            self.opening.opened(api)
 
     async def _follow_quota(self, key: str, quota: Quota, sent_at: float) -> None:
         if quota.limit and quota.window:
@@ -214,8 +253,12 @@ class RateLimitMiddleware:
 
     async def _report_pace(self, key: str, why: str, level: int = logging.INFO) -> None:
         pace = await self.backend.run(key, TokenBucket.per_minute)
-        self.stats.set_value("ratelimit/current_rate", round(pace, 3))
-        self.stats.set_value("ratelimit/pace_source", why)
+        if key in self.pauses.key_stats:
+            self.stats.set_value(f"{self.pauses.key_stats[key]}/pace", round(pace, 3))
+            key = self.pauses.names[key]
+        else:
+            self.stats.set_value("ratelimit/current_rate", round(pace, 3))
+            self.stats.set_value("ratelimit/pace_source", why)
         logger.log(level, "Pace for %s now %.1f/min (%s)", key, pace, why)
 
     def _requeue(self, request: Request, response: Response) -> Request | Response:
@@ -228,4 +271,5 @@ class RateLimitMiddleware:
         retry = request.replace(dont_filter=True)
         retry.meta[RETRIES_META] = retries
         retry.meta.pop(SENT_META, None)
+        retry.meta.pop(KEY_META, None)
         return retry

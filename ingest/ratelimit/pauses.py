@@ -42,6 +42,10 @@ class Pauses:
         self.crawler, self.backend, self.stats = crawler, backend, stats
         self.max_pause, self.clock = max_pause, clock
         self.paused_seconds = 0.0
+        # Buckets of one key among several: how to name each, and its own seconds paused.
+        self.names: dict[str, str] = {}
+        self.key_stats: dict[str, str] = {}
+        self.key_paused: dict[str, float] = {}
         self._resume_log: dict[str, CallLaterResult] = {}
         self.stopping = False
 
@@ -49,14 +53,21 @@ class Pauses:
         pause = await self.backend.run(key, TokenBucket.pause, seconds)
         if pause.remaining <= 0:
             return
-        if self.too_long(key, pause.remaining, why):
+        # One key of several paused for long is no reason to stop: the others go on,
+        # and the crawl stops only when the key that could send soonest is that far off.
+        if key not in self.key_stats and self.too_long(key, pause.remaining, why):
             return
+        name = self.names.get(key, key)
         if pause.started:
             self.stats.inc_value("ratelimit/pauses")
-            logger.info("Pausing requests to %s for %.1fs (%s)", key, pause.remaining, why)
+            logger.info("Pausing requests to %s for %.1fs (%s)", name, pause.remaining, why)
         self.paused_seconds += pause.added
         self.stats.set_value("ratelimit/paused_seconds", round(self.paused_seconds, 3))
         self.stats.set_value("ratelimit/paused_until", round(self.clock() + pause.remaining, 3))
+        if key in self.key_stats:
+            self.key_paused[key] = self.key_paused.get(key, 0.0) + pause.added
+            paused = round(self.key_paused[key], 3)
+            self.stats.set_value(f"{self.key_stats[key]}/paused_seconds", paused)
         if pause.added > 0:
             previous = self._resume_log.pop(key, None)
             if previous:
@@ -65,7 +76,7 @@ class Pauses:
 
     def _log_resume(self, key: str) -> None:
         self._resume_log.pop(key, None)
-        logger.info("Resuming requests to %s, paced", key)
+        logger.info("Resuming requests to %s, paced", self.names.get(key, key))
 
     def too_long(self, key: str, seconds: float, why: str) -> bool:
         """True, and the crawl stopping, when ``seconds`` is more than RATELIMIT_MAX_PAUSE."""
