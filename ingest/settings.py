@@ -43,6 +43,9 @@ RATELIMIT_BURST = 1  # tokens that may go at once; 1 = evenly spaced
 RATELIMIT_BACKEND = "memory"  # or "redis" (shared by workers)
 RATELIMIT_MAX_PAUSE = 900  # seconds; a longer server-imposed pause stops the crawl
 RATELIMIT_RETRY_TIMES = 20  # 429s in a row for one id before it is "failed"
+# Whether the API counts a 304 Not Modified against the quota; if not, a 304 gives its
+# token back, so that conditional requests go as fast as the burst and concurrency allow.
+RATELIMIT_COUNT_304 = True
 
 # ---------------------------------------------------------------- storage
 # sqlite:///relative.db, sqlite:////abs.db or postgresql://… [env DATABASE_URL]
