@@ -102,6 +102,7 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
     "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
     "ingest.downloadermiddlewares.skipdone.SkipDoneMiddleware": 50,
+    "ingest.downloadermiddlewares.conditional.ConditionalMiddleware": 60,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ingest.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
     "ingest.downloadermiddlewares.outages.OutagesMiddleware": 940,

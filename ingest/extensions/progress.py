@@ -88,9 +88,9 @@ class Progress:
             self.sent.popleft()
 
     def done(self) -> int:
-        return sum(self.stats.get_value(f"storage/{s}", 0) for s in STATES) + self.stats.get_value(
-            "ids/skipped", 0
-        )
+        return sum(
+            self.stats.get_value(f"storage/{s}", 0) for s in (*STATES, "unchanged")
+        ) + self.stats.get_value("ids/skipped", 0)
 
     def per_minute(self) -> float:
         now = self.clock()
@@ -124,6 +124,8 @@ class Progress:
 
     def summary(self, reason: str) -> str:
         counts = ", ".join(f"{self.stats.get_value(f'storage/{s}', 0)} {s}" for s in STATES)
+        if unchanged := self.stats.get_value("storage/unchanged", 0):
+            counts += f", {unchanged} unchanged"
         elapsed = self.clock() - self.started
         skipped = self.stats.get_value("ids/skipped", 0)
         text = f"{reason}: {counts}; {skipped} skipped as already done; elapsed {duration(elapsed)}"

@@ -13,7 +13,16 @@ from scrapy import Spider, signals
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import JsonRequest
 
-from ingest.answers import NoItems, check_path, id_of, items_at, parse_json, refusal, text_of
+from ingest.answers import (
+    NoItems,
+    check_path,
+    failure_reason,
+    id_of,
+    items_at,
+    parse_json,
+    refusal,
+    text_of,
+)
 from ingest.config import parse_flag
 from ingest.endings import BAD_PAGE, BAD_SETTING, PAGE_FAILED, end_crawl
 from ingest.items import STORED, ListingMark, Outcome, Page
@@ -252,12 +261,7 @@ class ListSpider(Spider):
     def page_failed(self, failure: Failure) -> None:
         if failure.check(IgnoreRequest):
             return
-        request = failure.request  # type: ignore[attr-defined]
-        exc = failure.value
-        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-        if retries := request.meta.get("retry_times"):
-            reason += f" (after {retries} retries)"
-        self.failed_page(request.url, reason)
+        self.failed_page(failure.request.url, failure_reason(failure))  # type: ignore[attr-defined]
 
     def failed_page(self, url: str, reason: str) -> None:
         logger.error(
