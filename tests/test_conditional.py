@@ -5,8 +5,12 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import psycopg
+
+from ingest.items import STORED, UNCHANGED, ListingMark, Outcome
 from ingest.ratelimit.bucket import TokenBucket
 from ingest.ratelimit.rates import Rate
+from ingest.storage import open_store
 from tests.support.clock import FakeClock
 from tests.support.crawl import crawl, query
 from tests.support.mockapi import span, statuses
@@ -55,3 +59,40 @@ def test_a_refresh_sends_validators_and_304s_keep_rows(mockapi, tmp_path: Path) 
     # 304s the API does not count go as fast as the answers come: far under the paced time.
     assert span(record) < 0.5 * full, (span(record), full)
     assert "storage/unchanged': 47" in result.stderr
+
+
+OLD_ITEMS = {  # the items table as the first release made it
+    "sqlite": "CREATE TABLE items (id TEXT PRIMARY KEY, data JSON TEXT NOT NULL, url TEXT, "
+    "status INTEGER, fetched_at REAL NOT NULL)",
+    "postgresql": "CREATE TABLE items (id text PRIMARY KEY, data jsonb NOT NULL, url text, "
+    "status integer, fetched_at timestamptz NOT NULL)",
+}
+
+
+def test_a_database_of_an_earlier_release_gets_the_new_columns(database_url: str) -> None:
+    kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
+    if kind == "sqlite":
+        with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
+            conn.execute(OLD_ITEMS[kind])
+            conn.execute("INSERT INTO items VALUES ('1', '{\"id\": 1}', 'u', 200, 5.0)")
+    else:
+        with psycopg.connect(database_url, autocommit=True) as conn:
+            conn.execute(OLD_ITEMS[kind])
+            conn.execute("INSERT INTO items VALUES ('1', '{\"id\": 1}', 'u', 200, now())")
+    store = open_store(database_url)
+    store.connect()
+    try:
+        assert store.validators(["1"]) == {}
+        store.write(
+            [
+                Outcome("2", STORED, "u", 200, data="{}", fetched_at=9.0, etag='"e"'),
+                Outcome("1", UNCHANGED, "u", 304, fetched_at=10.0),
+                ListingMark("k", None, True, '"2024"', 11.0),
+            ]
+        )
+        assert store.validators(["1", "2"]) == {"2": ('"e"', None)}
+        assert store.states(["1"]) == {"1": ("stored", 10.0)}
+        mark = store.listing("k")
+        assert mark is not None and (mark.finished, mark.high_water) == (True, '"2024"')
+    finally:
+        store.close()
