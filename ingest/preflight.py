@@ -181,8 +181,13 @@ def check_spider_args(args: dict[str, Any]) -> None:
     parse_flag("refresh", args.get("refresh"))
 
 
-def check_list_args(args: dict[str, Any]) -> str:
+def check_list_args(args: dict[str, Any], settings: BaseSettings) -> str:
     """The ``list`` spider's arguments; returns the listing's URL."""
+    if parse_bool_setting("DISTRIBUTED", settings.get("DISTRIBUTED")):
+        raise ConfigError(
+            "DISTRIBUTED=True: the list spider walks a listing in one process (several "
+            "processes can share the rate limit with RATELIMIT_BACKEND=redis)"
+        )
     url = check_listing_url(args.get("url"))
     parse_pagination(args.get("pagination"))
     check_path("items", args.get("items"))

@@ -47,7 +47,8 @@ class Command(ScrapyCrawl):
         assert self.settings is not None
         try:
             if args[0] == "list":
-                check_settings(self.settings, api_url=check_list_args(opts.spargs))
+                url = check_list_args(opts.spargs, self.settings)
+                check_settings(self.settings, api_url=url)
             else:
                 check_spider_args(opts.spargs)
                 check_settings(self.settings)
