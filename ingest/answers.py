@@ -15,6 +15,7 @@ from ingest.config import ConfigError
 
 if TYPE_CHECKING:
     from scrapy.http import Response
+    from twisted.python.failure import Failure
 
 # Where the items of an answer are when no path is given: the answer itself when it
 # is an array, else the first of these keys that holds one.
@@ -48,6 +49,21 @@ def refusal(response: Response, *, with_text: bool = False) -> str:
     if retries := response.meta.get("retry_times"):
         reason += f" (after {retries} retries)"
     return reason
+
+
+def failure_reason(failure: Failure) -> str:
+    """Why a request got no answer: the error, and the retries it took."""
+    exc = failure.value
+    reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    if retries := failure.request.meta.get("retry_times"):  # type: ignore[attr-defined]
+        reason += f" (after {retries} retries)"
+    return reason
+
+
+def validators_of(response: Response) -> tuple[str | None, str | None]:
+    """The answer's ``ETag`` and ``Last-Modified``, which a conditional request sends back."""
+    found = (response.headers.get("ETag"), response.headers.get("Last-Modified"))
+    return tuple(None if v is None else v.decode("latin-1") for v in found)  # type: ignore[return-value]
 
 
 class NotJson(ValueError):

@@ -19,12 +19,20 @@ UNAUTHORIZED = "api_unauthorized"
 # A setting that only the API's first answer could show to be wrong (as the path of
 # the items in a batch's answer): exit as for any bad setting.
 BAD_SETTING = "bad_setting"
+# A listing page that cannot be read (not JSON, no items where the first had them, a
+# refusal): the listing stands at the last page committed (EX_DATAERR).
+BAD_PAGE = "listing_bad_page"
+# A listing page that failed after every retry: the same command, run later, resumes
+# the listing where it stands (EX_TEMPFAIL).
+PAGE_FAILED = "listing_page_failed"
 
 # A bad argument or setting (as Scrapy's own usage errors), and an API that cannot be
 # reached before the first request (EX_UNAVAILABLE).
 EXIT_USAGE = 2
 EXIT_UNREACHABLE = 69
-EXIT_CODES = {PAUSED: 75, UNAUTHORIZED: 77, BAD_SETTING: EXIT_USAGE}
+EXIT_CODES = {
+    PAUSED: 75, UNAUTHORIZED: 77, BAD_SETTING: EXIT_USAGE, BAD_PAGE: 65, PAGE_FAILED: 75,
+}  # fmt: skip
 
 
 # The crawls ending for a reason of this module, so that waits can stop at once.

@@ -36,7 +36,7 @@ class Snapshot:
     elapsed: float
     total: int | None  # ids of the job; None when this process sees only its share
     done: int
-    by_state: dict[str, int]
+    by_state: dict[str, int]  # outcomes written in this run, by terminal state
     skipped: int
     requests: int
     retries: int  # requests sent again: backoff retries and requeued 429s
@@ -142,7 +142,8 @@ class Figures:
         pause_left = max(0.0, paused_until - now) if paused_until is not None else 0.0
         per_minute = self.per_minute(now)
         pace = float(get("ratelimit/current_rate", 0.0))
-        done = sum(by_state.values()) + skipped
+        unchanged = int(get("storage/unchanged", 0))  # refreshed, answered 304
+        done = sum(by_state.values()) + unchanged + skipped
         batches = int(get("batch/requests_answered", 0))
         per_request = int(get("batch/ids_answered", 0)) / batches if batches else 1.0
         return Snapshot(
@@ -150,7 +151,7 @@ class Figures:
             elapsed=now - self.started,
             total=self.total,
             done=done,
-            by_state=by_state,
+            by_state={**by_state, "unchanged": unchanged} if unchanged else by_state,
             skipped=skipped,
             requests=requests,
             retries=retries,

@@ -1,4 +1,5 @@
-"""What becomes of one id: the `Outcome` the spider yields, validation checks and storage writes."""
+"""What becomes of one id: the `Outcome` the spider yields, validation checks and storage writes;
+and a listing `Page`: its outcomes with the `ListingMark` committed along with them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 
 STORED, NOT_FOUND, INVALID, FAILED = "stored", "not_found", "invalid", "failed"
 STATES = (STORED, NOT_FOUND, INVALID, FAILED)
+# A 304 to a conditional request: the stored row stands; only its fetched_at moves.
+UNCHANGED = "unchanged"
 
 
 def as_json(data: str | None) -> Any:
@@ -37,3 +40,25 @@ class Outcome:
     reason: str | None = None
     fetched_at: float = 0.0
     payload: Any = field(default=None, repr=False)
+    etag: str | None = None  # the answer's validators, sent back by a conditional refresh
+    last_modified: str | None = None
+
+
+@dataclass(slots=True)
+class ListingMark:
+    """Where a listing stands once the outcomes written before it are committed: written
+    in the same transaction as they are, so that a stop never separates the two."""
+
+    listing: str  # the listing's key: its pagination and URL
+    position: str | None  # JSON (see ingest.listings.Walk.position); None once finished
+    finished: bool
+    high_water: str | None  # JSON: the highest `since` field among its items so far
+    at: float
+
+
+@dataclass(slots=True)
+class Page:
+    """A listing page's outcomes, and the mark of the listing after them."""
+
+    outcomes: list[Outcome]
+    mark: ListingMark

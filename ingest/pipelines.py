@@ -14,11 +14,11 @@ from scrapy.utils.asyncio import sleep as scrapy_sleep
 
 from ingest.config import ConfigError, load_schema, parse_positive_int, parse_seconds
 from ingest.humanize import duration
-from ingest.items import FAILED, INVALID, STORED, Outcome
+from ingest.items import FAILED, INVALID, STORED, Outcome, Page
 from ingest.signals import batch_written, storage_available, storage_unavailable
 from ingest.stopping import Waiter, crawl_is_stopping
 from ingest.storage import open_store
-from ingest.storage.base import StorageRefused, StorageUnavailable, Store
+from ingest.storage.base import Record, StorageRefused, StorageUnavailable, Store
 from ingest.storage.groupcommit import GroupCommit, Unwritten
 from ingest.storage.ledger import Ledger
 
@@ -66,7 +66,14 @@ class ValidationPipeline:
         assert crawler.stats is not None
         return cls(load_schema(crawler.settings.get("ITEM_SCHEMA")), crawler.stats)
 
-    def process_item(self, item: Outcome) -> Outcome:
+    def process_item(self, item: Outcome | Page) -> Outcome | Page:
+        if isinstance(item, Page):
+            for outcome in item.outcomes:
+                self.check(outcome)
+            return item
+        return self.check(item)
+
+    def check(self, item: Outcome) -> Outcome:
         if item.state != STORED:
             return item
         error = best_match(self.validator.iter_errors(item.payload))
@@ -135,7 +142,9 @@ class StoragePipeline:
         await self.ledger.open()
         logger.info("Storing into %s", self.ledger.url)
 
-    async def process_item(self, item: Outcome) -> Outcome:
+    async def process_item(self, item: Outcome | Page) -> Outcome | Page:
+        if isinstance(item, Page):
+            return await self.store_page(item)
         try:
             try:
                 await self.commit.add(item)
@@ -153,7 +162,29 @@ class StoragePipeline:
         self.stats.inc_value(f"storage/{item.state}")
         return item
 
-    async def _write(self, outcomes: list[Outcome]) -> None:
+    async def store_page(self, page: Page) -> Page:
+        """A listing page's outcomes, then its mark: the mark commits with the last of them
+        (or after them), never before."""
+        errors = await self.commit.add_all([*page.outcomes, page.mark])
+        if any(isinstance(error, Unwritten) for error in errors):
+            raise DropItem(
+                "a listing page not written; the next run lists it again", log_level="DEBUG"
+            )
+        for outcome, error in zip(page.outcomes, errors, strict=False):
+            if isinstance(error, StorageRefused):
+                self.stats.inc_value("storage/refused")
+                logger.warning("The database refused the outcome of id %s: %s", outcome.id, error)
+                outcome.state, outcome.data = FAILED, None
+                outcome.reason = f"refused by the database: {error}"
+                await self.commit.add(outcome)
+            elif error is not None:
+                raise error
+            self.stats.inc_value(f"storage/{outcome.state}")
+        if errors[-1] is not None:
+            raise errors[-1]
+        return page
+
+    async def _write(self, outcomes: list[Record]) -> None:
         started = self.clock()
         await self.ledger.write(outcomes)
         self._send(batch_written, size=len(outcomes), seconds=self.clock() - started)

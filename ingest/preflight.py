@@ -12,6 +12,7 @@ from urllib.request import getproxies, proxy_bypass
 
 import redis
 
+from ingest.answers import check_path
 from ingest.api import check_api_url
 from ingest.batches import BatchSpec
 from ingest.config import (
@@ -26,6 +27,7 @@ from ingest.config import (
 from ingest.ids import id_source
 from ingest.keys import load_keys
 from ingest.masking import mask_url
+from ingest.pagination import check_listing_url, parse_pagination, parse_since
 from ingest.ratelimit.rates import parse_rates
 from ingest.storage import open_store
 from ingest.storage.base import StorageError
@@ -106,8 +108,9 @@ CHECKS: dict[str, Callable[[str, Any], object]] = {
 }
 
 
-def check_settings(settings: BaseSettings) -> None:
-    """Raise :class:`ConfigError` naming the first bad setting and its value."""
+def check_settings(settings: BaseSettings, api_url: str | None = None) -> None:
+    """Raise :class:`ConfigError` naming the first bad setting and its value. ``api_url``:
+    the URL the crawl starts from, if not API_URL's (a listing's)."""
     for name, check in CHECKS.items():
         if settings.get(name) is not None:
             check(name, settings.get(name))
@@ -131,7 +134,9 @@ def check_settings(settings: BaseSettings) -> None:
         check_redis(
             settings.get("REDIS_URL"), "DISTRIBUTED" if distributed else "RATELIMIT_BACKEND=redis"
         )
-    check_reachable(settings.get("API_URL"))
+    check_path("API_BATCH_ITEMS", settings.get("API_BATCH_ITEMS"))
+    parse_bool_setting("RATELIMIT_COUNT_304", settings.get("RATELIMIT_COUNT_304"))
+    check_reachable(api_url or settings.get("API_URL"))
 
 
 def check_redis(url: Any, needed_by: str) -> None:
@@ -214,3 +219,21 @@ def check_spider_args(args: dict[str, Any]) -> None:
     """The ``api`` spider's arguments: ``ids`` or ``ids_file``, and ``refresh``."""
     id_source(args)
     parse_flag("refresh", args.get("refresh"))
+
+
+def check_list_args(args: dict[str, Any], settings: BaseSettings) -> str:
+    """The ``list`` spider's arguments; returns the listing's URL."""
+    if parse_bool_setting("DISTRIBUTED", settings.get("DISTRIBUTED")):
+        raise ConfigError(
+            "DISTRIBUTED=True: the list spider walks a listing in one process (several "
+            "processes can share the rate limit with RATELIMIT_BACKEND=redis)"
+        )
+    url = check_listing_url(args.get("url"))
+    parse_pagination(args.get("pagination"))
+    check_path("items", args.get("items"))
+    parse_since(args.get("since"))
+    parse_flag("refresh", args.get("refresh"))
+    unknown = sorted(set(args) - {"url", "pagination", "items", "since", "refresh"})
+    if unknown:
+        raise ConfigError(f"the list spider takes no argument {unknown[0]!r}")
+    return url

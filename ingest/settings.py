@@ -49,6 +49,9 @@ RATELIMIT_BACKEND = "memory"  # or "redis" (shared by workers)
 RATELIMIT_SHARED_RATE = None
 RATELIMIT_MAX_PAUSE = 900  # seconds; a longer server-imposed pause stops the crawl
 RATELIMIT_RETRY_TIMES = 20  # 429s in a row for one id before it is "failed"
+# Whether the API counts a 304 Not Modified against the quota; if not, a 304 gives its
+# token back, so that conditional requests go as fast as the burst and concurrency allow.
+RATELIMIT_COUNT_304 = True
 
 # ---------------------------------------------------------------- storage
 # sqlite:///relative.db, sqlite:////abs.db or postgresql://… [env DATABASE_URL]
@@ -105,6 +108,7 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.offsite.OffsiteMiddleware": None,
     "scrapy.downloadermiddlewares.redirect.MetaRefreshMiddleware": None,
     "ingest.downloadermiddlewares.skipdone.SkipDoneMiddleware": 50,
+    "ingest.downloadermiddlewares.conditional.ConditionalMiddleware": 60,
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ingest.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
     "ingest.downloadermiddlewares.outages.OutagesMiddleware": 940,

@@ -11,7 +11,7 @@ from scrapy.commands.crawl import Command as ScrapyCrawl
 
 from ingest.config import ConfigError
 from ingest.endings import EXIT_CODES, EXIT_UNREACHABLE, EXIT_USAGE
-from ingest.preflight import ApiUnreachable, check_settings, check_spider_args
+from ingest.preflight import ApiUnreachable, check_list_args, check_settings, check_spider_args
 
 if TYPE_CHECKING:
     import argparse
@@ -42,14 +42,18 @@ class Command(ScrapyCrawl):
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)
-        if args[:1] != ["api"]:
+        if args[:1] not in (["api"], ["list"]):
             return
         assert self.settings is not None
         try:
-            check_spider_args(opts.spargs)
-            check_settings(self.settings)
+            if args[0] == "list":
+                url = check_list_args(opts.spargs, self.settings)
+                check_settings(self.settings, api_url=url)
+            else:
+                check_spider_args(opts.spargs)
+                check_settings(self.settings)
         except ConfigError as exc:
-            line = f"scrapy crawl api: error: {exc}"
+            line = f"scrapy crawl {args[0]}: error: {exc}"
             print(line, file=sys.stderr)
             # Logging starts only with the crawl: under scrapyd, whose job log is
             # LOG_FILE, the line would otherwise be in no log of the job.

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy.exceptions import IgnoreRequest
 
 from ingest.batches import IDS
+from ingest.listings import PAGE
 
 if TYPE_CHECKING:
     from typing import Self
@@ -43,6 +44,9 @@ class SkipDoneMiddleware:
         run = getattr(spider, "run", None)
         if run is None or request.meta.get("run") == run:
             return None
+        if PAGE in request.meta:
+            # The listing's stored position, not an earlier run's queue, says which page is next.
+            raise AlreadyDone("a listing page queued by an earlier run")
         if "id" not in request.meta and IDS not in request.meta:
             return None
         ids = spider.ids_of(request)

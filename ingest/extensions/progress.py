@@ -70,6 +70,8 @@ def summary_record(s: Snapshot, figures: Figures, reason: str, keys: int = 1) ->
 def summary_text(record: dict[str, Any]) -> str:
     ids = record["ids"]
     counts = ", ".join(f"{ids[state]} {state}" for state in STATES)
+    if ids.get("unchanged"):
+        counts += f", {ids['unchanged']} unchanged"
     text = (
         f"{record['reason']}: {counts}; {ids['skipped']} skipped as already done; "
         f"elapsed {duration(record['elapsed_seconds'])}; {record['requests']} requests "

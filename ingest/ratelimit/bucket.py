@@ -272,6 +272,14 @@ class TokenBucket:
         sent before the current pause began: part of what caused it, not news."""
         return learning.slow_down(self.state, sent_at, self.rates[0].period, self.clock())
 
+    def refund(self, sent_at: float) -> None:
+        """A send the server did not count (a free 304): out of the windows, its token back."""
+        s = self.state
+        if sent_at in s.sends:
+            s.sends.remove(sent_at)
+        self._void_bookings(self.clock())  # the slots booked after it are booked again, sooner
+        s.last_sent = s.sends[-1] if s.sends else -math.inf
+
     def succeeded(self) -> bool:
         """An answer that was not rate limited: after a quiet while, probe a little
         faster. Returns True if the pace changed."""

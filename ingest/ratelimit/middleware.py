@@ -65,6 +65,7 @@ class RateLimitMiddleware:
         burst: int = 1,
         keys: tuple[Key, ...] = (),
         shared: Backend | None = None,
+        count_304: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.crawler, self.backend, self.pauses = crawler, backend, pauses
@@ -81,7 +82,7 @@ class RateLimitMiddleware:
         self.max_retries = max_retries
         self.stats = stats
         self.waiter = waiter
-        self.burst = burst
+        self.burst, self.count_304 = burst, count_304
         self.clock = clock
         self.opening = Opening(waiter.is_stopping, waiter.step) if burst == 1 else None
         self._answered: set[str] = set()
@@ -120,6 +121,7 @@ class RateLimitMiddleware:
             burst=burst,
             keys=keys,
             shared=shared,
+            count_304=s.getbool("RATELIMIT_COUNT_304"),
         )
         crawler.stats.set_value("ratelimit/current_rate", round(60 * rates[0].per_second, 3))
         logger.info(
@@ -203,6 +205,10 @@ class RateLimitMiddleware:
             return self._requeue(request, response)
         if response.status == 503 and wait is not None:
             await self.pauses.pause(key, wait, f"{response_status_message(503)}, Retry-After")
+        elif response.status == 304:
+            # Says nothing of the pace the API takes: no lesson. Free, its token comes back.
+            if not self.count_304:
+                await self.backend.run(key, TokenBucket.refund, sent_at)
         elif 200 <= response.status < 400:
             self._consecutive_429.pop(key, None)
             if await self.backend.run(key, TokenBucket.succeeded):

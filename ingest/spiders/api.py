@@ -13,13 +13,14 @@ from scrapy.exceptions import IgnoreRequest
 from scrapy.http import JsonRequest
 from scrapy.utils.response import response_status_message
 
+from ingest import answers
 from ingest.answers import NoItems, describe, not_json, parse_json, read_batch, refusal, text_of
 from ingest.api import check_api_url, url_for
 from ingest.batches import CHUNK, IDS, TOO_BIG, BatchSpec, Sizer
 from ingest.config import parse_flag
 from ingest.endings import BAD_SETTING, end_crawl
 from ingest.ids import IdSource, id_source
-from ingest.items import FAILED, NOT_FOUND, STORED, Outcome
+from ingest.items import FAILED, NOT_FOUND, STORED, UNCHANGED, Outcome
 from ingest.stopping import Waiter, crawl_is_stopping
 from ingest.storage.ledger import Ledger
 from ingest.worklist import ReadOutage, Worklist
@@ -216,6 +217,8 @@ class ApiSpider(Spider):
         )
         if response.status in GONE:
             outcome.state, outcome.reason = NOT_FOUND, response_status_message(response.status)
+        elif response.status == 304:  # asked with the stored validators: the row stands
+            outcome.state = UNCHANGED
         elif 200 <= response.status < 300:
             try:
                 outcome.data = text_of(response)
@@ -224,6 +227,7 @@ class ApiSpider(Spider):
                 outcome.data, outcome.reason = None, not_json(response, exc)
             else:
                 outcome.state = STORED
+                outcome.etag, outcome.last_modified = answers.validators_of(response)
         else:
             outcome.reason = refusal(response)
         yield outcome
@@ -289,9 +293,6 @@ class ApiSpider(Spider):
         if failure.check(IgnoreRequest):
             return
         request = failure.request  # type: ignore[attr-defined]
-        exc = failure.value
-        reason = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-        if retries := request.meta.get("retry_times"):
-            reason += f" (after {retries} retries)"
+        reason = answers.failure_reason(failure)
         for id_ in self.ids_of(request):
             yield Outcome(id_, FAILED, request.url, None, reason=reason, fetched_at=self.clock())

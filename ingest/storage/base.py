@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from ingest.answers import parse_json
-from ingest.items import FAILED, STATES, STORED, Outcome
+from ingest.items import FAILED, STATES, STORED, UNCHANGED, ListingMark, Outcome
+
+# What a write takes: outcomes, and marks of listings committed with them.
+Record = Outcome | ListingMark
 
 
 class StorageError(Exception):
@@ -39,11 +42,17 @@ class Store(Protocol):
         """Connect (again, if the connection was lost), creating the tables. With
         ``create=False`` nothing is created: the database must exist and hold them."""
 
-    def write(self, outcomes: Sequence[Outcome]) -> None:
-        """Apply the outcomes in one transaction, in turn (see `plan_write`)."""
+    def write(self, outcomes: Sequence[Record]) -> None:
+        """Apply the outcomes (and listing marks) in one transaction, in turn (see `plan_write`)."""
 
     def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
         """id -> (state, fetched_at) for the ids that have an outcome."""
+
+    def validators(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        """id -> (ETag, Last-Modified) for the stored ids whose answer had either."""
+
+    def listing(self, key: str) -> ListingMark | None:
+        """Where the listing ``key`` stands, if it was ever walked."""
 
     def counts(self) -> dict[str, int]:
         """How many ids stand in each state, every state named."""
@@ -67,13 +76,17 @@ class Plan:
     2. delete the `items` rows of `clear_items` (not_found or invalid);
     3. upsert `items` with `stored`;
     4. upsert `failures` with `failures`, each only where the id has no `items` row,
-       so that a transient `failed` never replaces stored data.
+       so that a transient `failed` never replaces stored data;
+    5. move `fetched_at` of the `items` rows of `unchanged` (answered 304);
+    6. upsert `listings` with `marks`, the last of each listing.
     """
 
     clear_failures: list[str]
     clear_items: list[str]
     stored: list[Outcome]
     failures: list[Failure]
+    unchanged: list[Outcome] = field(default_factory=list)
+    marks: list[ListingMark] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,10 +112,19 @@ def _then(previous: _Standing | None, outcome: Outcome) -> _Standing:
     return _Standing(outcome, previous.attempts + 1, previous.reset, drop)
 
 
-def plan_write(outcomes: Sequence[Outcome]) -> Plan:
+def plan_write(outcomes: Sequence[Record]) -> Plan:
     """Fold a batch into one operation per id, as if its outcomes were applied one after another."""
     standings: dict[str, _Standing] = {}
+    unchanged: dict[str, Outcome] = {}
+    marks: dict[str, ListingMark] = {}
     for outcome in outcomes:
+        if isinstance(outcome, ListingMark):
+            marks.pop(outcome.listing, None)
+            marks[outcome.listing] = outcome
+            continue
+        if outcome.state == UNCHANGED:
+            unchanged[outcome.id] = outcome
+            continue
         if outcome.state not in STATES:
             raise ValueError(f"outcome {outcome.id!r} has an unknown state: {outcome.state!r}")
         if outcome.state == STORED and outcome.data is None:
@@ -118,6 +140,9 @@ def plan_write(outcomes: Sequence[Outcome]) -> Plan:
             plan.stored.append(standing.outcome)
         else:
             plan.failures.append(Failure(standing.outcome, standing.attempts))
+    # An id fetched again in the same batch has its row written anyway.
+    plan.unchanged = [o for id_, o in unchanged.items() if id_ not in standings]
+    plan.marks = list(marks.values())
     return plan
 
 

@@ -7,11 +7,10 @@ from collections.abc import Awaitable, Callable
 
 from scrapy.utils.asyncio import sleep as scrapy_sleep
 
-from ingest.items import Outcome
 from ingest.stopping import Stopping
-from ingest.storage.base import StorageUnavailable
+from ingest.storage.base import Record, StorageUnavailable
 
-Entry = tuple[Outcome, asyncio.Future[None]]
+Entry = tuple[Record, asyncio.Future[None]]
 
 
 class Unwritten(Exception):
@@ -37,7 +36,7 @@ class GroupCommit:
 
     def __init__(
         self,
-        write: Callable[[list[Outcome]], Awaitable[None]],
+        write: Callable[[list[Record]], Awaitable[None]],
         max_batch: int,
         *,
         linger: float = 0.0,
@@ -56,13 +55,23 @@ class GroupCommit:
         """Outcomes added and not written yet (nor failed): in the write under way, or next."""
         return sum(not done.done() for _, done in self._batch) + len(self._pending)
 
-    async def add(self, outcome: Outcome) -> None:
+    async def add(self, outcome: Record) -> None:
         """Return once ``outcome`` is committed; raise what kept it from being written."""
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((outcome, done))
+        (error,) = await self.add_all([outcome])
+        if error is not None:
+            raise error
+
+    async def add_all(self, records: list[Record]) -> list[BaseException | None]:
+        """Add ``records`` together, in order; return once each is committed or failed,
+        with what kept each from being written (None: committed)."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[None]] = []
+        for record in records:
+            futures.append(loop.create_future())
+            self._pending.append((record, futures[-1]))
         if self._task is None or self._task.done():
             self._task = asyncio.ensure_future(self._drain())
-        await done
+        return list(await asyncio.gather(*futures, return_exceptions=True))
 
     async def flush(self) -> None:
         """Return once every outcome added so far is written, or has failed."""

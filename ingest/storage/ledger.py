@@ -12,9 +12,9 @@ from typing import Any, Protocol, TypeVar
 from scrapy.utils.asyncio import sleep as scrapy_sleep
 
 from ingest.backoff import exponential
-from ingest.items import Outcome
+from ingest.items import ListingMark
 from ingest.storage import open_store
-from ingest.storage.base import StorageUnavailable, Store
+from ingest.storage.base import Record, StorageUnavailable, Store
 
 T = TypeVar("T")
 
@@ -83,11 +83,17 @@ class Ledger:
         when the work begins is said at once. (A call connects by itself if need be.)"""
         await self._run(self.store.connect)
 
-    async def write(self, outcomes: Sequence[Outcome]) -> None:
+    async def write(self, outcomes: Sequence[Record]) -> None:
         await self._retried(self.store.write, outcomes)
 
     async def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
         return await self._retried(self.store.states, ids)
+
+    async def validators(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        return await self._retried(self.store.validators, ids)
+
+    async def listing(self, key: str) -> ListingMark | None:
+        return await self._retried(self.store.listing, key)
 
     async def counts(self) -> dict[str, int]:
         return await self._retried(self.store.counts)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator, Sequence
 from types import ModuleType
 from typing import Any
 
-from ingest.items import STATES, Outcome
+from ingest.items import STATES, ListingMark
 from ingest.storage.base import (
     Plan,
+    Record,
     StorageError,
     StorageRefused,
     StorageUnavailable,
@@ -25,10 +27,13 @@ SELECT state, count(*) FROM failures GROUP BY state
 class SqlStore:
     """A store over one DB-API connection. A subclass names its driver module, the
     errors besides DB-API's that mean the outcomes themselves were refused, and its
-    lookup query (``STATES_OF``, with an ``ids`` parameter); it connects and writes."""
+    lookup queries (``STATES_OF`` and ``VALIDATORS_OF``, with an ``ids`` parameter;
+    ``LISTING_OF``, with a ``listing`` one); it connects and writes."""
 
     url: str
     STATES_OF: str
+    VALIDATORS_OF: str
+    LISTING_OF: str
     DRIVER: ModuleType
     MORE_REFUSALS: tuple[type[Exception], ...] = ()
     _conn: Any = None
@@ -44,7 +49,7 @@ class SqlStore:
             *self.MORE_REFUSALS,
         )  # fmt: skip
 
-    def write(self, outcomes: Sequence[Outcome]) -> None:
+    def write(self, outcomes: Sequence[Record]) -> None:
         """Apply the outcomes in one transaction, as `plan_write` folds them."""
         plan = plan_write(outcomes)
         conn = self._connection()
@@ -59,6 +64,17 @@ class SqlStore:
     def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
         rows = self._read(self.STATES_OF, {"ids": self._ids_parameter(ids)})
         return {id_: (state, fetched_at) for id_, state, fetched_at in rows}
+
+    def validators(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
+        rows = self._read(self.VALIDATORS_OF, {"ids": self._ids_parameter(ids)})
+        return {id_: (etag, modified) for id_, etag, modified in rows}
+
+    def listing(self, key: str) -> ListingMark | None:
+        rows = self._read(self.LISTING_OF, {"listing": key})
+        if not rows:
+            return None
+        position, finished, high_water, at = rows[0]
+        return ListingMark(key, position, bool(finished), _json_text(high_water), float(at))
 
     def counts(self) -> dict[str, int]:
         return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
@@ -105,3 +121,10 @@ class SqlStore:
 
     def _describe(self, exc: Exception) -> str:
         return str(exc)
+
+
+def _json_text(value: object) -> str | None:
+    """A JSON column as JSON text, whether the driver gave text or the decoded value."""
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value)

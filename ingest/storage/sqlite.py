@@ -37,14 +37,32 @@ CREATE TABLE IF NOT EXISTS failures (
     attempts INTEGER NOT NULL DEFAULT 1
 );
 CREATE INDEX IF NOT EXISTS failures_state ON failures (state);
+CREATE TABLE IF NOT EXISTS listings (
+    listing TEXT PRIMARY KEY,
+    position TEXT,
+    finished INTEGER NOT NULL DEFAULT 0,
+    high_water TEXT,
+    updated_at REAL NOT NULL
+);
 COMMIT;
 """
+# Columns added since the first release: a database made before gets them when opened.
+ADDED_COLUMNS = {"items": (("etag", "TEXT"), ("last_modified", "TEXT"))}
 
 UPSERT_ITEM = """
-INSERT INTO items (id, data, url, status, fetched_at) VALUES (?, ?, ?, ?, ?)
+INSERT INTO items (id, data, url, status, fetched_at, etag, last_modified)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET
     data = excluded.data, url = excluded.url, status = excluded.status,
-    fetched_at = excluded.fetched_at
+    fetched_at = excluded.fetched_at, etag = excluded.etag,
+    last_modified = excluded.last_modified
+"""
+
+UPSERT_LISTING = """
+INSERT INTO listings (listing, position, finished, high_water, updated_at) VALUES (?, ?, ?, ?, ?)
+ON CONFLICT (listing) DO UPDATE SET
+    position = excluded.position, finished = excluded.finished,
+    high_water = excluded.high_water, updated_at = excluded.updated_at
 """
 
 # Only where the id has no items row: a transient failure never replaces stored data.
@@ -64,6 +82,15 @@ UNION ALL
 SELECT id, state, fetched_at FROM failures WHERE id IN (SELECT value FROM json_each(:ids))
 """
 
+VALIDATORS_OF = """
+SELECT id, etag, last_modified FROM items
+WHERE id IN (SELECT value FROM json_each(:ids)) AND (etag IS NOT NULL OR last_modified IS NOT NULL)
+"""
+
+LISTING_OF = """
+SELECT position, finished, high_water, updated_at FROM listings WHERE listing = :listing
+"""
+
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('items', 'failures')"
 
 
@@ -71,6 +98,8 @@ class SQLiteStore(SqlStore):
     """Items and failures in one SQLite file; `path` is absolute, `url` already masked."""
 
     STATES_OF = STATES_OF
+    VALIDATORS_OF = VALIDATORS_OF
+    LISTING_OF = LISTING_OF
     DRIVER = sqlite3
     # Binding a value of a type SQLite cannot store is an InterfaceError.
     MORE_REFUSALS = (sqlite3.InterfaceError,)
@@ -113,6 +142,7 @@ class SQLiteStore(SqlStore):
                 conn.execute("PRAGMA journal_mode = WAL")
                 conn.execute("PRAGMA synchronous = NORMAL")
                 conn.executescript(SCHEMA)
+                _add_columns(conn)
             else:
                 found = {row[0] for row in conn.execute(TABLES)}
                 if found != {"items", "failures"}:
@@ -132,11 +162,23 @@ class SQLiteStore(SqlStore):
             )
             conn.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in plan.clear_items])
             conn.executemany(
-                UPSERT_ITEM, [(o.id, o.data, o.url, o.status, o.fetched_at) for o in plan.stored]
+                UPSERT_ITEM,
+                [
+                    (o.id, o.data, o.url, o.status, o.fetched_at, o.etag, o.last_modified)
+                    for o in plan.stored
+                ],
             )
             conn.executemany(
                 UPSERT_FAILURE,
                 [failure_row(f) for f in plan.failures],
+            )
+            conn.executemany(
+                "UPDATE items SET fetched_at = ? WHERE id = ?",
+                [(o.fetched_at, o.id) for o in plan.unchanged],
+            )
+            conn.executemany(
+                UPSERT_LISTING,
+                [(m.listing, m.position, int(m.finished), m.high_water, m.at) for m in plan.marks],
             )
             conn.execute("COMMIT")
         except BaseException as exc:
@@ -149,3 +191,18 @@ class SQLiteStore(SqlStore):
 
     def _ids_parameter(self, ids: Sequence[str]) -> object:
         return json.dumps(list(ids))  # one parameter, read by json_each()
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Add what a database made by an earlier release lacks (one process at a time)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, columns in ADDED_COLUMNS.items():
+            present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+            for name, kind in columns:
+                if name not in present:
+                    conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {kind}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.rollback()
+        raise

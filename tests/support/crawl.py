@@ -23,6 +23,29 @@ def crawl_command(api_url: str, database_url: str, *args: str, **settings: Any) 
     return command
 
 
+def list_command(url: str, database_url: str, *args: str, **settings: Any) -> list[str]:
+    """``scrapy crawl list -a url=URL`` with ``args`` (``-a pagination=…``) and settings."""
+    command = [sys.executable, "-m", "scrapy", "crawl", "list", "-a", f"url={url}", *args]
+    for name, value in {"DATABASE_URL": database_url, **settings}.items():
+        command += ["-s", f"{name}={value}"]
+    return command
+
+
+def crawl_list(
+    url: str, database_url: str, *args: str, timeout: float = 300, **settings: Any
+) -> subprocess.CompletedProcess[str]:
+    """Walk a listing to its end; its output is in ``.stdout`` / ``.stderr``."""
+    return subprocess.run(
+        list_command(url, database_url, *args, **settings),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=environment(),
+        check=False,
+    )
+
+
 def environment(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("INGEST_")}
     env.pop("DATABASE_URL", None)

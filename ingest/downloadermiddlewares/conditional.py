@@ -1,0 +1,42 @@
+"""Conditional refresh: a stored item's ETag and Last-Modified sent back with its request."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing import Self
+
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+
+class ConditionalMiddleware:
+    """With ``-a refresh=1``, a request for one stored id carries ``If-None-Match`` and
+    ``If-Modified-Since`` with the validators of its last answer, so that the API may
+    answer ``304 Not Modified``: the row stands and only its ``fetched_at`` moves.
+
+    The validators are read as the request leaves (one indexed lookup, which waits out a
+    database outage as every lookup does): never kept in the queue or JOBDIR.
+    """
+
+    def __init__(self, crawler: Crawler) -> None:
+        self.crawler = crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        return cls(crawler)
+
+    async def process_request(self, request: Request) -> None:
+        spider: Any = self.crawler.spider
+        id_ = request.meta.get("id")
+        worklist = getattr(spider, "worklist", None)
+        if id_ is None or worklist is None or not getattr(spider, "refresh", False):
+            return
+        if b"If-None-Match" in request.headers or b"If-Modified-Since" in request.headers:
+            return
+        etag, modified = (await worklist.ledger.validators([id_])).get(id_, (None, None))
+        if etag:
+            request.headers["If-None-Match"] = etag
+        if modified:
+            request.headers["If-Modified-Since"] = modified
