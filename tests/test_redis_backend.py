@@ -486,7 +486,7 @@ def test_one_bucket_is_one_key_that_expires(redis_url: str) -> None:
             state = BucketState.loads(await client.hget(key, "state"))
             assert len(state.sends) == 1 and await client.hget(key, "version") == b"1"
             await b.run(API, TokenBucket.pause, 200_000.0)  # a pause outlives a day
-            assert await client.ttl(key) > 200_000
+            assert await client.ttl(key) >= 200_000  # the pause, whole, or more
 
     run(scenario)
 

@@ -10,6 +10,7 @@ at once, and there is one pause, one pace and one clock for all.
 from __future__ import annotations
 
 import asyncio
+import math
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -110,7 +111,8 @@ class RedisBackend:
                 changed = bucket.state.dumps()
                 if changed == state:
                     return result  # nothing to store: a read, or a wait to keep
-                keep = max(1, round(bucket.keep_for()))
+                # Whole seconds, rounded up: the state outlives every window and pause.
+                keep = max(1, math.ceil(bucket.keep_for()))
                 stored, version, state, now = await self._call(key, version, changed, keep)
                 self.swaps += 1
                 if stored:
