@@ -84,7 +84,7 @@ def test_deployed_egg_crawls_with_settings_or_with_the_environment(
     )
 
     answer = deploy(server, tmp_path)
-    assert answer["project"] == PROJECT and answer["spiders"] == 1
+    assert answer["project"] == PROJECT and answer["spiders"] == 2  # api and list
     (egg,) = server.eggs(PROJECT)
     with zipfile.ZipFile(egg) as zipped:
         names = zipped.namelist()
@@ -93,7 +93,7 @@ def test_deployed_egg_crawls_with_settings_or_with_the_environment(
     assert "ingest/schemas/item.schema.json" in names
     assert not [name for name in names if name.startswith("tests/")]
     assert "settings = ingest.settings" in entry_points
-    assert server.call(f"listspiders.json?project={PROJECT}")["spiders"] == ["api"]
+    assert server.call(f"listspiders.json?project={PROJECT}")["spiders"] == ["api", "list"]
 
     # setting= parameters take precedence over the environment.
     with_settings = server.schedule(
