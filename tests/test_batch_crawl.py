@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,13 +11,12 @@ from typing import Any
 import pytest
 
 from tests.support.crawl import (
-    REPO_ROOT,
     crawl,
     crawl_command,
     duplicate_rows,
-    environment,
     failures,
     query,
+    spawn,
     terminal_states,
 )
 from tests.support.mockapi import MockAPI, statuses
@@ -188,10 +186,7 @@ def test_a_killed_batch_crawl_resends_at_most_the_batches_in_flight(
     settings = batched(api, size, JOBDIR=jobdir, CONCURRENT_REQUESTS=concurrency)
     settings["RATELIMIT_RATE"] = "1200/60"
     command = crawl_command(api.url_template, db, "-a", f"ids=1-{n}", **settings)
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=environment(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = spawn(command, stderr=False)
     try:
         api.wait_for(40)
         killed = time.time()

@@ -28,7 +28,7 @@ from ingest.ratelimit.rates import Rate
 from ingest.ratelimit.routing import Router, soonest
 from ingest.stopping import Stopping, Waiter
 from tests.support.clock import FakeClock
-from tests.support.crawl import REPO_ROOT, crawl, crawl_command, environment, terminal_states
+from tests.support.crawl import REPO_ROOT, crawl, crawl_command, environment, spawn, terminal_states
 from tests.support.mockapi import span, statuses
 from tests.test_scrapyd import scrapyd_deploy
 
@@ -205,10 +205,7 @@ def test_a_revoked_key_is_retired_and_its_share_moves_to_the_others(
     api = mockapi(*token_args(), "--limit", "20/1", "--algorithm", "sliding")
     db = f"sqlite:///{tmp_path}/ingest.db"
     command = crawl_command(api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="20/1")
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=keys_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = spawn(command, keys_env())
     try:
         api.wait_for(60)
         api.revoke(TOKENS[1])
@@ -236,10 +233,7 @@ def test_every_key_refused_stops_the_crawl_and_the_rerun_completes(mockapi, tmp_
     )  # fmt: skip
     db = f"sqlite:///{tmp_path}/ingest.db"
     command = crawl_command(api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="20/1")
-    process = subprocess.Popen(
-        command, cwd=REPO_ROOT, env=keys_env(), stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+    process = spawn(command, keys_env())
     try:
         api.wait_for(30)
         for token in TOKENS:

@@ -4,7 +4,6 @@ sync, and bad arguments; judged from the mock's record and the database."""
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections import Counter
 from pathlib import Path
@@ -12,12 +11,11 @@ from pathlib import Path
 import pytest
 
 from tests.support.crawl import (
-    REPO_ROOT,
     crawl_list,
     duplicate_rows,
-    environment,
     list_command,
     query,
+    spawn,
     terminal_states,
 )
 from tests.support.mockapi import statuses
@@ -76,10 +74,7 @@ def test_kill_9_mid_listing_resumes_after_the_last_page_committed(mockapi, tmp_p
     db = f"sqlite:///{tmp_path}/ingest.db"
     args = ("-a", "pagination=cursor:cursor=next_cursor")
     url = f"{api.base}/items?per_page=25"
-    process = subprocess.Popen(
-        list_command(url, db, *args, RATELIMIT_RATE="600/60"), cwd=REPO_ROOT,
-        env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    process = spawn(list_command(url, db, *args, RATELIMIT_RATE="600/60"), stderr=False)
     try:
         api.wait_for(15)
     finally:

@@ -14,7 +14,6 @@ from scrapy.http import JsonRequest
 from scrapy.utils.response import response_status_message
 
 from ingest import answers
-from ingest.answers import NoItems, describe, not_json, parse_json, read_batch, refusal, text_of
 from ingest.api import check_api_url, url_for
 from ingest.batches import CHUNK, IDS, TOO_BIG, BatchSpec, Sizer
 from ingest.config import parse_flag
@@ -221,22 +220,21 @@ class ApiSpider(Spider):
             outcome.state = UNCHANGED
         elif 200 <= response.status < 300:
             try:
-                outcome.data = text_of(response)
-                outcome.payload = parse_json(outcome.data)
+                outcome.data = answers.text_of(response)
+                outcome.payload = answers.parse_json(outcome.data)
             except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError included
-                outcome.data, outcome.reason = None, not_json(response, exc)
+                outcome.data, outcome.reason = None, answers.not_json(response, exc)
             else:
                 outcome.state = STORED
                 outcome.etag, outcome.last_modified = answers.validators_of(response)
         else:
-            outcome.reason = refusal(response)
+            outcome.reason = answers.refusal(response)
         yield outcome
 
     def parse_batch(self, response: Response) -> Iterator[Outcome | JsonRequest]:
         """One outcome per id asked for: stored (to be validated) if the answer has its
         item, not_found if not; a batch refused as too big is asked for in halves."""
-        spec, ids, now = self.batching, response.meta[IDS], self.clock()
-        assert spec is not None
+        ids, now = response.meta[IDS], self.clock()
         status, url = response.status, response.url
         if status in TOO_BIG and len(ids) > 1:
             self.crawler.stats.inc_value("batch/split")
@@ -244,28 +242,12 @@ class ApiSpider(Spider):
             yield self.batch_request(ids[:half], like=response.request)
             yield self.batch_request(ids[half:], like=response.request)
             return
-        if not 200 <= status < 300:
-            reason = refusal(response, with_text=True)
+        answer = self.batch_answer(response, ids)
+        if answer is None:
+            return  # a wrong setting: the crawl stops, nothing marked
+        if isinstance(answer, str):
             for id_ in ids:
-                yield Outcome(id_, FAILED, url, status, reason=reason, fetched_at=now)
-            return
-        try:
-            answer = read_batch(text_of(response), ids, spec.items, spec.id_field)
-        except NoItems as exc:
-            if not self.batch_answered:
-                # The setting is wrong, not this answer: stop before every id fails.
-                setting = ".".join(spec.items) if spec.items else None
-                logger.error("API_BATCH_ITEMS=%r: the first batch's answer has %s", setting, exc)
-                end_crawl(self.crawler, BAD_SETTING)
-                return
-            reason = f"no items in the answer at {describe(spec.items)}"
-            for id_ in ids:
-                yield Outcome(id_, FAILED, url, status, reason=reason, fetched_at=now)
-            return
-        except ValueError as exc:  # NotJson, UnicodeDecodeError
-            reason = not_json(response, exc)
-            for id_ in ids:
-                yield Outcome(id_, FAILED, url, status, reason=reason, fetched_at=now)
+                yield Outcome(id_, FAILED, url, status, reason=answer, fetched_at=now)
             return
         self.batch_answered = True
         self.count_batch(answer.unexpected, answer.repeated, len(ids))
@@ -274,6 +256,26 @@ class ApiSpider(Spider):
         reason = f"not in the answer to a batch of {len(ids)} ids"
         for id_ in answer.missing:
             yield Outcome(id_, NOT_FOUND, url, status, reason=reason, fetched_at=now)
+
+    def batch_answer(self, response: Response, ids: list[str]) -> answers.BatchAnswer | str | None:
+        """The answer to a batch read; or why every id of it failed; or None when the
+        first answer shows API_BATCH_ITEMS wrong (the crawl then stops)."""
+        spec = self.batching
+        assert spec is not None
+        if not 200 <= response.status < 300:
+            return answers.refusal(response, with_text=True)
+        try:
+            return answers.read_batch(answers.text_of(response), ids, spec.items, spec.id_field)
+        except answers.NoItems as exc:
+            if not self.batch_answered:
+                # The setting is wrong, not this answer: stop before every id fails.
+                setting = ".".join(spec.items) if spec.items else None
+                logger.error("API_BATCH_ITEMS=%r: the first batch's answer has %s", setting, exc)
+                end_crawl(self.crawler, BAD_SETTING)
+                return None
+            return f"no items in the answer at {answers.describe(spec.items)}"
+        except ValueError as exc:  # NotJson, UnicodeDecodeError
+            return answers.not_json(response, exc)
 
     def count_batch(self, unexpected: list[str], repeated: int, asked: int) -> None:
         stats = self.crawler.stats

@@ -54,6 +54,21 @@ def environment(**extra: str) -> dict[str, str]:
     return env
 
 
+def spawn(
+    command: list[str], env: dict[str, str] | None = None, *, stderr: bool = True
+) -> subprocess.Popen[str]:
+    """Start ``command`` (a crawl) in its own process, to stop or kill it while it runs;
+    its stderr is kept (``communicate()``) unless ``stderr`` is False."""
+    return subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=env or environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE if stderr else subprocess.DEVNULL,
+        text=True,
+    )
+
+
 def crawl(
     api_url: str,
     database_url: str,
