@@ -54,6 +54,10 @@ class ListingMark:
     finished: bool
     high_water: str | None  # JSON: the highest `since` field among its items so far
     at: float
+    # With details: the page's ids, kept in the listed ids of the listing; each needs its
+    # details fetched unless it has an outcome from `stale_before` on (0: any outcome).
+    listed: list[str] = field(default_factory=list)
+    stale_before: float = 0.0
 
 
 @dataclass(slots=True)

@@ -10,7 +10,19 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.pagination import Pagination, last_number, param_of, with_param
+from ingest.answers import id_of
+from ingest.pagination import (
+    Pagination,
+    cursor_value,
+    last_number,
+    next_url,
+    param_of,
+    parse_link_header,
+    present,
+    total_of,
+    value_at,
+    with_param,
+)
 
 PAGE = "listing_page"  # request meta: the page's number (numbered styles), or None
 # Pages requested ahead of the first one not answered, when the last page is known: the
@@ -27,6 +39,40 @@ class PageAnswer:
     cursor: str | None = None  # cursor
     total: int | None = None  # items in the listing, if the answer says
     last_url: str | None = None  # Link rel="last"
+
+    @classmethod
+    def read(
+        cls, pagination: Pagination, document: Any, count: int, link: Any, url: str
+    ) -> PageAnswer:
+        """What a page's parsed answer (and its ``Link`` header) says of the listing."""
+        links = parse_link_header(link, url)
+        page = cls(count, total=total_of(document), last_url=links.get("last"))
+        if pagination.style == "cursor":
+            assert pagination.path is not None
+            page.cursor = cursor_value(value_at(document, pagination.path))
+        elif not pagination.numbered:
+            page.next_url = next_url(pagination, document, links, url)
+        return page
+
+
+def first_page_problem(
+    pagination: Pagination,
+    document: Any,
+    found: list[tuple[Any, str]],
+    id_field: str,
+    since: tuple[tuple[str, ...], str] | None,
+) -> tuple[str, str] | None:
+    """What the first answer shows wrong in the arguments (a path they name that is not in
+    it), and the argument: (problem, argument); None when they fit."""
+    p = pagination
+    if p.path is not None and not present(document, p.path):
+        return f"has nothing at {'.'.join(p.path)}", f"pagination={p}"
+    if found and all(id_of(value, id_field) is None for value, _ in found):
+        return f"has no item with {id_field!r}", f"API_ITEM_ID={id_field!r}"
+    if since is not None and found and all(value_at(v, since[0]) is None for v, _ in found):
+        field_ = ".".join(since[0])
+        return f"has no item with {field_!r}", f"since={field_}:{since[1]}"
+    return None
 
 
 @dataclass(slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import re
 from dataclasses import dataclass
@@ -131,6 +132,22 @@ def value_at(document: Any, path: tuple[str, ...]) -> Any:
             return None
         document = document.get(key)
     return document
+
+
+def present(document: Any, path: tuple[str, ...]) -> bool:
+    """Whether the key path exists in the document (its value may be null)."""
+    for key in path:
+        if not isinstance(document, dict) or key not in document:
+            return False
+        document = document[key]
+    return True
+
+
+def order_key(value: Any) -> tuple[int, Any]:
+    """How `since` values compare: numbers as numbers, anything else as its text."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return (0, value)
+    return (1, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
 
 
 def url_value(value: Any, base: str) -> str | None:

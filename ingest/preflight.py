@@ -233,7 +233,8 @@ def check_list_args(args: dict[str, Any], settings: BaseSettings) -> str:
     check_path("items", args.get("items"))
     parse_since(args.get("since"))
     parse_flag("refresh", args.get("refresh"))
-    unknown = sorted(set(args) - {"url", "pagination", "items", "since", "refresh"})
+    parse_flag("details", args.get("details"))
+    unknown = sorted(set(args) - {"url", "pagination", "items", "since", "refresh", "details"})
     if unknown:
         raise ConfigError(f"the list spider takes no argument {unknown[0]!r}")
     return url

@@ -25,6 +25,19 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+async def as_taken(crawler: Crawler, source: AsyncIterator[T]) -> AsyncIterator[T]:
+    """The entries of ``source``, each once the downloader can take more: the queue stays
+    short. Ends quietly when the crawl stops while ``source`` waits for the database."""
+    try:
+        async for entry in source:
+            engine = crawler.engine
+            while engine is not None and engine.running and engine.needs_backout():
+                await crawler.signals.wait_for(signals.scheduler_empty)
+            yield entry
+    except Stopping:
+        return
+
+
 class ReadOutage:
     """Tells, once each, when lookups of what is done begin and stop waiting for the database."""
 
@@ -113,7 +126,7 @@ class Worklist:
     async def feed(self, crawler: Crawler) -> AsyncIterator[tuple[str, str | None]]:
         """The ids to request, as the downloader takes them: the queue stays short, and
         a million ids never become a million requests in memory."""
-        async for id_, state in self._as_taken(crawler, self.todo()):
+        async for id_, state in as_taken(crawler, self.todo()):
             self.count("ids/scheduled")
             yield id_, state
 
@@ -121,19 +134,9 @@ class Worklist:
         self, crawler: Crawler, size: int
     ) -> AsyncIterator[tuple[int, list[tuple[str, str | None]]]]:
         """:meth:`groups`, as the downloader takes them (see :meth:`feed`)."""
-        async for number, todo in self._as_taken(crawler, self.groups(size)):
+        async for number, todo in as_taken(crawler, self.groups(size)):
             self.count("ids/scheduled", len(todo))
             yield number, todo
-
-    async def _as_taken(self, crawler: Crawler, source: AsyncIterator[T]) -> AsyncIterator[T]:
-        try:
-            async for entry in source:
-                engine = crawler.engine
-                while engine is not None and engine.running and engine.needs_backout():
-                    await crawler.signals.wait_for(signals.scheduler_empty)
-                yield entry
-        except Stopping:
-            return
 
     async def close(self) -> None:
         if self._opened:

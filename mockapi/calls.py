@@ -53,6 +53,10 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+# What a proxy in front of an API may answer instead of JSON.
+NOT_JSON_BODY = b"<!DOCTYPE html><html><body><h1>Down for maintenance</h1></body></html>"
+
+
 def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode()
 

@@ -6,12 +6,18 @@ import email.utils
 import math
 from datetime import UTC
 
-from mockapi.calls import Answer, BadRequest, Call, error_body, format_http_date, json_object
+from mockapi.calls import (
+    NOT_JSON_BODY,
+    Answer,
+    BadRequest,
+    Call,
+    error_body,
+    format_http_date,
+    json_object,
+)
 from mockapi.catalog import SECOND, Catalog, entity_tag
 from mockapi.pages import listing_page
 from mockapi.settings import Settings
-
-NOT_JSON_BODY = b"<!DOCTYPE html><html><body><h1>Down for maintenance</h1></body></html>"
 
 
 class Content:
@@ -28,7 +34,10 @@ class Content:
                 return self.batch(call)
             if call.kind == "list":
                 s = self.settings
-                return listing_page(call, self.catalog, s.pagination, s.max_per_page, self.render)
+                return listing_page(
+                    call, self.catalog, s.pagination, s.max_per_page, self.render,
+                    not_json_page=s.not_json_page,
+                )  # fmt: skip
         except BadRequest as exc:
             return Answer(400, "bad_request", error_body(str(exc)))
         return self.not_modified(call) or self.item(call.item_id)

@@ -33,7 +33,7 @@ endpoints:
   GET  /_mock/items         the changed items: {id: {updated_at, version}}
   POST /_mock/reset         back to the start (record, quotas, revocations, changes)
   POST /_mock/inject        {"status", "count", "after", "retry_after", "retry_after_format"}
-  POST /_mock/config        {"latency", "error_rate"}
+  POST /_mock/config        {"latency", "error_rate", "not_json_page"}
   POST /_mock/revoke        {"token": "..."}: its next requests get 401
   POST /_mock/change        {"ids": [...]}: change these items now"""
 
@@ -249,6 +249,14 @@ def _listing_flags(group: argparse._ArgumentGroup) -> None:
         default=100,
         metavar="N",
         help="larger page sizes are cut to N (default: 100)",
+    )
+    add(
+        "--not-json-page",
+        type=_number(int, 0),
+        default=0,
+        metavar="N",
+        help="listing page N (from 1, in any style) is an HTML page, not JSON (default: 0, "
+        'none; POST /_mock/config {"not_json_page": 0} fixes it while running)',
     )
     add(
         "--change-rate",

@@ -7,7 +7,7 @@ import math
 from collections.abc import Callable, Mapping
 from urllib.parse import urlencode
 
-from mockapi.calls import Answer, BadRequest, Call, json_object
+from mockapi.calls import NOT_JSON_BODY, Answer, BadRequest, Call, json_object
 from mockapi.catalog import Catalog, Key, parse_timestamp
 
 DEFAULT_PER_PAGE = 100
@@ -16,18 +16,57 @@ Render = Callable[[list[str]], bytes]
 
 
 def listing_page(
+    call: Call,
+    catalog: Catalog,
+    style: str,
+    max_per_page: int,
+    render: Render,
+    *,
+    not_json_page: int = 0,
+) -> Answer:
+    """One page of the listing that `call` asks for, in `style`; BadRequest if malformed.
+    The page numbered `not_json_page` (1: the first, whatever the style) is not JSON."""
+    answer = _listing_page(call, catalog, style, max_per_page, render)
+    if not_json_page and answer.status == 200:
+        size = min(number(call.params, _size_name(style), DEFAULT_PER_PAGE, low=1), max_per_page)
+        if _first_index(call, catalog, style, size) // size + 1 == not_json_page:
+            return Answer(200, "not_json", NOT_JSON_BODY, content_type="text/html")
+    return answer
+
+
+def _size_name(style: str) -> str:
+    return "limit" if style == "offset" else "per_page"
+
+
+def _first_index(call: Call, catalog: Catalog, style: str, size: int) -> int:
+    """Where in the listing the page that `call` asks for begins."""
+    params = call.params
+    if style == "offset":
+        return number(params, "offset", 0, low=0)
+    if style == "cursor":
+        if "cursor" not in params:
+            return 0
+        since = _since(params)
+        after = decode_cursor(params["cursor"])
+        return len(catalog.listing(since)) - len(catalog.listing(since, after))
+    return (number(params, "page", 1, low=1) - 1) * size
+
+
+def _since(params: Mapping[str, str]) -> int | None:
+    if "updated_since" not in params:
+        return None
+    try:
+        return parse_timestamp(params["updated_since"])
+    except ValueError as exc:
+        raise BadRequest(str(exc)) from exc
+
+
+def _listing_page(
     call: Call, catalog: Catalog, style: str, max_per_page: int, render: Render
 ) -> Answer:
-    """One page of the listing that `call` asks for, in `style`; BadRequest if malformed."""
     params = call.params
-    since = None
-    if "updated_since" in params:
-        try:
-            since = parse_timestamp(params["updated_since"])
-        except ValueError as exc:
-            raise BadRequest(str(exc)) from exc
-    size_name = "limit" if style == "offset" else "per_page"
-    size = min(number(params, size_name, DEFAULT_PER_PAGE, low=1), max_per_page)
+    since = _since(params)
+    size = min(number(params, _size_name(style), DEFAULT_PER_PAGE, low=1), max_per_page)
     if style == "cursor":
         after = decode_cursor(params["cursor"]) if "cursor" in params else None
         ids = catalog.listing(since, after)

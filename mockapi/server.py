@@ -97,8 +97,9 @@ def control_app(state: MockState) -> web.Application:
 
     async def configure(request: web.Request) -> web.Response:
         state.configure(await json_object(request))
+        s = state.settings
         return web.json_response(
-            {"latency": state.settings.latency, "error_rate": state.settings.error_rate}
+            {"latency": s.latency, "error_rate": s.error_rate, "not_json_page": s.not_json_page}
         )
 
     async def revoke(request: web.Request) -> web.Response:

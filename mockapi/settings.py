@@ -104,6 +104,7 @@ class Settings:
     pagination: str = "page"
     max_per_page: int = 100
     change_rate: float = 0.0
+    not_json_page: int = 0
     count_304: bool = True
 
     def __post_init__(self) -> None:

@@ -169,15 +169,18 @@ class MockState:
             account.blocked_until = max(account.blocked_until, unlock)
 
     def configure(self, changes: dict[str, Any]) -> None:
-        """Runtime changes: `latency` (seconds >= 0) and `error_rate` (0..1)."""
-        bounds = {"latency": math.inf, "error_rate": 1.0}
+        """Runtime changes: `latency` (seconds >= 0), `error_rate` (0..1), `not_json_page`
+        (a page number, 0: none)."""
+        bounds = {"latency": math.inf, "error_rate": 1.0, "not_json_page": math.inf}
         for key, value in changes.items():
             if key not in bounds:
                 raise ValueError(f"only {sorted(bounds)} can change, got {key!r}")
             if type(value) not in (int, float) or not 0 <= value <= bounds[key]:
                 raise ValueError(f"{key} must be a number in [0, {bounds[key]:g}], got {value!r}")
+            if key == "not_json_page" and type(value) is not int:
+                raise ValueError(f"not_json_page must be a whole number, got {value!r}")
         for key, value in changes.items():
-            setattr(self.settings, key, float(value))
+            setattr(self.settings, key, value if key == "not_json_page" else float(value))
 
     def change(self, ids: list[str]) -> dict[str, dict[str, Any]]:
         """Change these items now; their new `updated_at` and version."""

@@ -476,7 +476,7 @@ def test_the_record_and_the_control_endpoints(mockapi: StartMock) -> None:
     assert api.requests(since=1) == record[1:]
     api.reset()
     assert api.requests() == []
-    assert api.configure(latency=0.3) == {"latency": 0.3, "error_rate": 0.0}
+    assert api.configure(latency=0.3) == {"latency": 0.3, "error_rate": 0.0, "not_json_page": 0}
     started = time.monotonic()
     get(api.url(1))
     assert time.monotonic() - started >= 0.3

@@ -269,3 +269,22 @@ def test_listing_hides_ids_that_are_not_json_items() -> None:
     state = MockState(settings, FakeClock())
     answer = state.handle(Call("list"))
     assert sorted(item["id"] for item in json.loads(answer.body)["items"]) == [1, 4, 5, 6]
+
+
+@pytest.mark.parametrize("style", ["page", "offset", "cursor", "link", "next"])
+def test_a_page_that_is_not_json_until_fixed(style: str) -> None:
+    state = MockState(Settings(limits=[], catalog=30, pagination=style, not_json_page=2))
+    size = "limit" if style == "offset" else "per_page"
+    first = state.handle(Call("list", params={size: "10"}))
+    assert first.status == 200 and json.loads(first.body)
+    params = {size: "10", "page": "2", "offset": "10"}
+    if style == "cursor":
+        params = {size: "10", "cursor": json.loads(first.body)["next_cursor"]}
+    second = state.handle(Call("list", params=params))
+    assert (second.status, second.content_type) == (200, "text/html")
+    assert second.body.startswith(b"<!DOCTYPE html>")
+    state.configure({"not_json_page": 0})
+    fixed = state.handle(Call("list", params=params))
+    assert fixed.content_type == "application/json" and json.loads(fixed.body)
+    with pytest.raises(ValueError, match="whole number"):
+        state.configure({"not_json_page": 1.5})

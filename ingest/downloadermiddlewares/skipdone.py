@@ -44,9 +44,10 @@ class SkipDoneMiddleware:
         run = getattr(spider, "run", None)
         if run is None or request.meta.get("run") == run:
             return None
-        if PAGE in request.meta:
-            # The listing's stored position, not an earlier run's queue, says which page is next.
-            raise AlreadyDone("a listing page queued by an earlier run")
+        if PAGE in request.meta or not getattr(spider, "requests_of_earlier_runs", True):
+            # The listing's stored position and listed ids, not an earlier run's queue, say
+            # which page is next and which ids need a request.
+            raise AlreadyDone("a listing's request queued by an earlier run")
         if "id" not in request.meta and IDS not in request.meta:
             return None
         ids = spider.ids_of(request)

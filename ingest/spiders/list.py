@@ -1,4 +1,5 @@
-"""The ``list`` spider: a listing walked page by page, each page stored with its position."""
+"""The ``list`` spider: a listing walked page by page, each page stored with its position
+(with details, its ids, each then fetched by ``API_URL``)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import Spider, signals
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import JsonRequest
+from scrapy.settings import BaseSettings
 
 from ingest.answers import (
     NoItems,
@@ -24,21 +26,21 @@ from ingest.answers import (
     text_of,
 )
 from ingest.config import parse_flag
+from ingest.details import DetailsFeed, ListedIds
 from ingest.endings import BAD_PAGE, BAD_SETTING, PAGE_FAILED, end_crawl
+from ingest.ids import check_id
 from ingest.items import STORED, ListingMark, Outcome, Page
-from ingest.listings import PAGE, PageAnswer, Walk
+from ingest.listings import PAGE, PageAnswer, Walk, first_page_problem
 from ingest.pagination import (
     check_listing_url,
-    cursor_value,
-    next_url,
-    parse_link_header,
+    order_key,
     parse_pagination,
     parse_since,
-    total_of,
     value_at,
     with_param,
 )
-from ingest.stopping import Stopping, Waiter, crawl_is_stopping
+from ingest.spiders.fetching import IdFetching
+from ingest.stopping import RequestReturned, Stopping, Waiter, crawl_is_stopping
 from ingest.storage.ledger import Ledger
 from ingest.worklist import ReadOutage
 
@@ -51,23 +53,23 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_ABSENT = object()
+# Listing pages go before the details queued meanwhile: the next page is never held back
+# by the ids of the pages before it.
+PAGE_PRIORITY = 100
 
 
-def order_key(value: Any) -> tuple[int, Any]:
-    """How `since` values compare: numbers as numbers, anything else as its text."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        return (0, value)
-    return (1, value if isinstance(value, str) else json.dumps(value, sort_keys=True))
-
-
-class ListSpider(Spider):
+class ListSpider(IdFetching, Spider):
     """Walks the listing at ``-a url=…`` (``-a pagination=…``, see :mod:`ingest.pagination`)
     and yields each page's items as a :class:`Page`: their outcomes, and the listing's
     position after them, which storage commits in the same transaction. The database
     says where a listing stands: the same command resumes it at the page after the last
     one committed; a finished listing is listed again only with ``-a refresh=1``, or,
     with ``-a since=FIELD:PARAM``, for what changed since the highest FIELD stored.
+
+    With ``-a details=1`` a page's items are only its ids: committed with the position
+    (:class:`ingest.details.ListedIds`), then each fetched by ``API_URL`` as the ``api``
+    spider does (:class:`ingest.spiders.fetching.IdFetching`), fed by
+    :class:`ingest.details.DetailsFeed`.
     """
 
     name = "list"
@@ -76,14 +78,21 @@ class ListSpider(Spider):
     items_path: tuple[str, ...] | None
     id_field: str
     ledger: Ledger
+    worklist: ListedIds | None = None
+    details: DetailsFeed | None = None
+    # Requests an earlier run left in JOBDIR are not sent: the stored position and the
+    # listed ids say what is next (see SkipDoneMiddleware).
+    requests_of_earlier_runs = False
 
     def __init__(
         self,
+        *,
         url: str | None = None,
         pagination: str | None = None,
         items: str | None = None,
         since: str | None = None,
         refresh: str | None = None,
+        details: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -92,9 +101,9 @@ class ListSpider(Spider):
         self.items_arg = items
         self.since = parse_since(since)
         self.refresh = parse_flag("refresh", refresh)
+        self.with_details = parse_flag("details", details)
+        self.relisting = False  # a finished listing walked again: its ids fetched again
         self.key = f"{self.pagination} {self.url}"
-        # Page requests left in JOBDIR by an earlier run are not sent: the stored
-        # position says where the listing goes on.
         self.run = uuid.uuid4().hex[:12]
         self.clock: Callable[[], float] = time.time
         self.answered = False
@@ -102,9 +111,15 @@ class ListSpider(Spider):
         self.walk: Walk | None = None
 
     @classmethod
+    def update_settings(cls, settings: BaseSettings) -> None:
+        super().update_settings(settings)
+        cls.fetching_settings(settings)
+
+    @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
+        spider.setup_fetching(crawler)
         path = spider.items_arg if spider.items_arg is not None else s.get("API_BATCH_ITEMS")
         spider.items_path = check_path("items", path)
         spider.id_field = str(s.get("API_ITEM_ID") or "id")
@@ -114,6 +129,9 @@ class ListSpider(Spider):
             listener=ReadOutage(),
         )
         crawler.signals.connect(spider.ledger.close, signal=signals.spider_closed)
+        if spider.with_details:
+            feed = DetailsFeed.of_crawl(crawler, spider.key, spider.ledger, spider.requests_for)
+            spider.details, spider.worklist = feed, feed.listed
         return spider
 
     # ------------------------------------------------------------ start
@@ -128,11 +146,30 @@ class ListSpider(Spider):
         if self.walk is not None:
             for url, number in self.walk.start():
                 yield self.page_request(url, number)
+        if self.details is None:
+            return
+        async for request in self.details.requests(self.crawler):
+            yield request
+        if self.walk is None and not self.details.fed:
+            self.finished_before()
+        elif self.walk is None:
+            logger.info(
+                "The listing %s was finished already: fetched the %d ids it listed that had "
+                "no outcome", self.url, self.details.fed,
+            )  # fmt: skip
+
+    def finished_before(self) -> None:
+        logger.info(
+            "The listing %s was finished already: nothing to do (-a refresh=1 lists it "
+            "again; -a since=FIELD:PARAM lists what changed)", self.url,
+        )  # fmt: skip
+        self.crawler.stats.set_value("list/finished_before", 1)
 
     def begin(self, mark: ListingMark | None) -> Walk | None:
         """The pass to walk: the one a stop left unfinished, or a new one; None if none is due."""
         if mark is not None and mark.high_water is not None:
             self.high_water = json.loads(mark.high_water)
+        self.relisting = self.refresh or (self.since is not None and self.high_water is not None)
         if mark is not None and not mark.finished and mark.position is not None:
             logger.info("Resuming the listing %s where it stood", self.url)
             return Walk.resume(self.pagination, mark.position)
@@ -145,20 +182,20 @@ class ListSpider(Spider):
                 )
                 logger.info("Listing what changed since %s=%s", ".".join(self.since[0]), value)
             elif not self.refresh:
-                logger.info(
-                    "The listing %s was finished already: nothing to do (-a refresh=1 lists it "
-                    "again; -a since=FIELD:PARAM lists what changed)", self.url,
-                )  # fmt: skip
-                self.crawler.stats.set_value("list/finished_before", 1)
+                if self.details is None:
+                    self.finished_before()
                 return None
         return Walk(self.pagination, url)
 
     def page_request(self, url: str, number: int | None) -> JsonRequest:
+        if self.details is not None:
+            self.details.page_sent()
         return JsonRequest(
             url,
             callback=self.parse_page,
             errback=self.page_failed,
             meta={PAGE: number, "run": self.run},
+            priority=PAGE_PRIORITY,
             dont_filter=True,
         )
 
@@ -184,35 +221,44 @@ class ListSpider(Spider):
             kind = (response.headers.get("Content-Type") or b"?").decode("latin-1")
             self.stop(response.url, f"is not JSON ({kind}): {exc}")
             return
-        if not self.answered and not self.first_page_fits(document, found, response.url):
-            return
+        if not self.answered:
+            wrong = first_page_problem(self.pagination, document, found, self.id_field, self.since)
+            if wrong is not None:
+                self.stop(response.url, wrong[0], setting=wrong[1])
+                return
         self.answered = True
-        outcomes = list(self.outcomes(found, response, now))
-        links = parse_link_header(response.headers.get("Link"), response.url)
-        page = PageAnswer(len(found), total=total_of(document), last_url=links.get("last"))
-        if self.pagination.style == "cursor":
-            assert self.pagination.path is not None
-            page.cursor = cursor_value(value_at(document, self.pagination.path))
-        elif not self.pagination.numbered:
-            page.next_url = next_url(self.pagination, document, links, response.url)
+        entries = list(self.entries(found))
+        url, status = response.url, response.status
+        mark = ListingMark(self.key, None, False, None, now)
+        if self.details is None:
+            outcomes = [
+                Outcome(id_, STORED, url, status, data=raw, payload=value, fetched_at=now)
+                for id_, value, raw in entries
+            ]  # fmt: skip
+        else:
+            outcomes, mark.listed = [], [id_ for id_, _, _ in entries]
+            mark.stale_before = now if self.relisting else 0.0
+        page = PageAnswer.read(
+            self.pagination, document, len(found), response.headers.get("Link"), response.url
+        )
         requests = walk.answered(response.meta.get(PAGE), page)
         for url, number in requests:
             yield self.page_request(url, number)
         stats = self.crawler.stats
         stats.inc_value("list/pages")
         stats.inc_value("list/items", len(found))
-        high = None if self.high_water is None else json.dumps(self.high_water)
-        yield Page(outcomes, ListingMark(self.key, walk.position(), walk.finished, high, now))
+        mark.position, mark.finished = walk.position(), walk.finished
+        mark.high_water = None if self.high_water is None else json.dumps(self.high_water)
+        yield Page(outcomes, mark)
         if walk.finished:
             logger.info("The listing %s is finished", self.url)
 
-    def outcomes(
-        self, found: list[tuple[Any, str]], response: Response, now: float
-    ) -> Iterator[Outcome]:
-        url, status = response.url, response.status
+    def entries(self, found: list[tuple[Any, str]]) -> Iterator[tuple[str, Any, str]]:
+        """(id, item, its text) of a page's items that name an id (with details, one that
+        can be fetched); the highest `since` field so far noted."""
         for value, raw in found:
             id_ = id_of(value, self.id_field)
-            if id_ is None:
+            if id_ is None or (self.details is not None and check_id(id_) is not None):
                 self.crawler.stats.inc_value("list/no_id")
                 continue
             if self.since is not None:
@@ -221,29 +267,7 @@ class ListSpider(Spider):
                     self.high_water is None or order_key(field) > order_key(self.high_water)
                 ):
                     self.high_water = field
-            yield Outcome(id_, STORED, url, status, data=raw, payload=value, fetched_at=now)
-
-    def first_page_fits(self, document: Any, found: list[tuple[Any, str]], url: str) -> bool:
-        """Whether the paths the arguments name are in the first answer (else the crawl stops:
-        they are wrong, not the page)."""
-        p = self.pagination
-        if p.path is not None and not _present(document, p.path):
-            self.stop(url, f"has nothing at {'.'.join(p.path)}", setting=f"pagination={p}")
-            return False
-        if found and all(id_of(value, self.id_field) is None for value, _ in found):
-            self.stop(
-                url, f"has no item with {self.id_field!r}", setting=f"API_ITEM_ID={self.id_field!r}"
-            )
-            return False
-        if (
-            self.since is not None
-            and found
-            and all(value_at(value, self.since[0]) is None for value, _ in found)
-        ):
-            field = ".".join(self.since[0])
-            self.stop(url, f"has no item with {field!r}", setting=f"since={field}:{self.since[1]}")
-            return False
-        return True
+            yield id_, value, raw
 
     def stop(self, url: str, problem: str, *, setting: str | None = None) -> None:
         """Stop the crawl for a page that cannot be read: the listing stands where it was
@@ -259,9 +283,14 @@ class ListSpider(Spider):
             end_crawl(self.crawler, BAD_PAGE)
 
     def page_failed(self, failure: Failure) -> None:
+        request = failure.request  # type: ignore[attr-defined]
+        # A page given back to the queue is still out.
+        mine = request.meta.get("run") == self.run and not failure.check(RequestReturned)
+        if self.details is not None and mine:
+            self.details.page_done()
         if failure.check(IgnoreRequest):
             return
-        self.failed_page(failure.request.url, failure_reason(failure))  # type: ignore[attr-defined]
+        self.failed_page(request.url, failure_reason(failure))
 
     def failed_page(self, url: str, reason: str) -> None:
         logger.error(
@@ -269,12 +298,3 @@ class ListSpider(Spider):
             "page stored", url, reason,
         )  # fmt: skip
         end_crawl(self.crawler, PAGE_FAILED)
-
-
-def _present(document: Any, path: tuple[str, ...]) -> bool:
-    """Whether the key path exists in the document (its value may be null)."""
-    for key in path:
-        if not isinstance(document, dict) or key not in document:
-            return False
-        document = document[key]
-    return True

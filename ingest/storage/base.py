@@ -14,6 +14,16 @@ from ingest.items import FAILED, STATES, STORED, UNCHANGED, ListingMark, Outcome
 Record = Outcome | ListingMark
 
 
+@dataclass(frozen=True, slots=True)
+class Listed:
+    """An id listed with details: its place in the listing's order (a later listing of it
+    moves it to the end), and the time its outcome must be from, at least, to count."""
+
+    place: int
+    id: str
+    stale_before: float
+
+
 class StorageError(Exception):
     """A store could not do what it was asked; the message names the masked URL."""
 
@@ -54,6 +64,10 @@ class Store(Protocol):
     def listing(self, key: str) -> ListingMark | None:
         """Where the listing ``key`` stands, if it was ever walked."""
 
+    def listed(self, key: str, after: int, limit: int) -> list[Listed]:
+        """The ids listed with details in ``key`` after the place ``after``, in the order
+        they were listed: at most ``limit``."""
+
     def counts(self) -> dict[str, int]:
         """How many ids stand in each state, every state named."""
 
@@ -78,7 +92,8 @@ class Plan:
     4. upsert `failures` with `failures`, each only where the id has no `items` row,
        so that a transient `failed` never replaces stored data;
     5. move `fetched_at` of the `items` rows of `unchanged` (answered 304);
-    6. upsert `listings` with `marks`, the last of each listing.
+    6. upsert `listings` with `marks`, the last of each listing;
+    7. upsert `listed` with the ids the marks list: (listing, id, listed at, stale before).
     """
 
     clear_failures: list[str]
@@ -87,6 +102,7 @@ class Plan:
     failures: list[Failure]
     unchanged: list[Outcome] = field(default_factory=list)
     marks: list[ListingMark] = field(default_factory=list)
+    listed: list[tuple[str, str, float, float]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,10 +133,13 @@ def plan_write(outcomes: Sequence[Record]) -> Plan:
     standings: dict[str, _Standing] = {}
     unchanged: dict[str, Outcome] = {}
     marks: dict[str, ListingMark] = {}
+    listed: list[tuple[str, str, float, float]] = []
     for outcome in outcomes:
         if isinstance(outcome, ListingMark):
             marks.pop(outcome.listing, None)
             marks[outcome.listing] = outcome
+            at, stale = outcome.at, outcome.stale_before
+            listed += [(outcome.listing, id_, at, stale) for id_ in outcome.listed]
             continue
         if outcome.state == UNCHANGED:
             unchanged[outcome.id] = outcome
@@ -143,6 +162,7 @@ def plan_write(outcomes: Sequence[Record]) -> Plan:
     # An id fetched again in the same batch has its row written anyway.
     plan.unchanged = [o for id_, o in unchanged.items() if id_ not in standings]
     plan.marks = list(marks.values())
+    plan.listed = listed
     return plan
 
 
@@ -159,6 +179,11 @@ def failure_row(failure: Failure) -> dict[str, object]:
         "fetched_at": outcome.fetched_at,
         "attempts": failure.attempts,
     }
+
+
+def listed_row(listing: str, id_: str, listed_at: float, stale_before: float) -> dict[str, object]:
+    """The parameters of one upsert of a listed id, named as in both stores' statements."""
+    return {"listing": listing, "id": id_, "listed_at": listed_at, "stale_before": stale_before}
 
 
 def failure_payload(data: str | None) -> str | None:

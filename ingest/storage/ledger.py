@@ -14,7 +14,7 @@ from scrapy.utils.asyncio import sleep as scrapy_sleep
 from ingest.backoff import exponential
 from ingest.items import ListingMark
 from ingest.storage import open_store
-from ingest.storage.base import Record, StorageUnavailable, Store
+from ingest.storage.base import Listed, Record, StorageUnavailable, Store
 
 T = TypeVar("T")
 
@@ -94,6 +94,9 @@ class Ledger:
 
     async def listing(self, key: str) -> ListingMark | None:
         return await self._retried(self.store.listing, key)
+
+    async def listed(self, key: str, after: int, limit: int) -> list[Listed]:
+        return await self._retried(self.store.listed, key, after, limit)
 
     async def counts(self) -> dict[str, int]:
         return await self._retried(self.store.counts)

@@ -14,6 +14,7 @@ from ingest.storage.base import (
     StorageError,
     StorageUnavailable,
     failure_row,
+    listed_row,
 )
 from ingest.storage.sql import SqlStore
 
@@ -55,6 +56,15 @@ CREATE TABLE IF NOT EXISTS listings (
     high_water text,
     updated_at timestamptz NOT NULL
 );
+CREATE TABLE IF NOT EXISTS listed (
+    listing text NOT NULL,
+    id text NOT NULL,
+    place bigint NOT NULL,
+    listed_at timestamptz NOT NULL,
+    stale_before double precision NOT NULL DEFAULT 0,
+    PRIMARY KEY (listing, id)
+);
+CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
 """
 
 # Sent with executemany() inside one pipeline per batch (one round trip): measured faster than
@@ -75,6 +85,18 @@ VALUES (%s, %s, %s, %s, to_timestamp(%s))
 ON CONFLICT (listing) DO UPDATE SET
     position = excluded.position, finished = excluded.finished,
     high_water = excluded.high_water, updated_at = excluded.updated_at
+"""
+
+# An id listed again goes to the end of the order, and keeps the later of the two times
+# its outcome must be from. (One writer at a time: the ledger's thread.)
+UPSERT_LISTED = """
+INSERT INTO listed (listing, id, place, listed_at, stale_before)
+VALUES (%(listing)s, %(id)s,
+    (SELECT coalesce(max(place), 0) + 1 FROM listed WHERE listing = %(listing)s),
+    to_timestamp(%(listed_at)s), %(stale_before)s)
+ON CONFLICT (listing, id) DO UPDATE SET
+    place = excluded.place, listed_at = excluded.listed_at,
+    stale_before = greatest(listed.stale_before, excluded.stale_before)
 """
 
 # Only where the id has no items row: a transient failure never replaces stored data.
@@ -105,6 +127,11 @@ SELECT position, finished, high_water, extract(epoch FROM updated_at)::float8
 FROM listings WHERE listing = %(listing)s
 """
 
+LISTED_AFTER = """
+SELECT place, id, stale_before FROM listed
+WHERE listing = %(listing)s AND place > %(after)s ORDER BY place LIMIT %(limit)s
+"""
+
 TABLES = "SELECT to_regclass('items') IS NOT NULL AND to_regclass('failures') IS NOT NULL"
 
 
@@ -114,6 +141,7 @@ class PostgresStore(SqlStore):
     STATES_OF = STATES_OF
     VALIDATORS_OF = VALIDATORS_OF
     LISTING_OF = LISTING_OF
+    LISTED_AFTER = LISTED_AFTER
     DRIVER = psycopg
     # An id too long for the primary key's index: an OperationalError, like those of a
     # lost connection, but about the value.
@@ -197,6 +225,8 @@ class PostgresStore(SqlStore):
                     UPSERT_LISTING,
                     [(m.listing, m.position, m.finished, m.high_water, m.at) for m in plan.marks],
                 )
+            if plan.listed:
+                cur.executemany(UPSERT_LISTED, [listed_row(*row) for row in plan.listed])
 
     def _connection(self) -> psycopg.Connection[Any]:
         conn: psycopg.Connection[Any] = super()._connection()

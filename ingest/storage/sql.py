@@ -9,6 +9,7 @@ from typing import Any
 
 from ingest.items import STATES, ListingMark
 from ingest.storage.base import (
+    Listed,
     Plan,
     Record,
     StorageError,
@@ -28,12 +29,14 @@ class SqlStore:
     """A store over one DB-API connection. A subclass names its driver module, the
     errors besides DB-API's that mean the outcomes themselves were refused, and its
     lookup queries (``STATES_OF`` and ``VALIDATORS_OF``, with an ``ids`` parameter;
-    ``LISTING_OF``, with a ``listing`` one); it connects and writes."""
+    ``LISTING_OF``, with a ``listing`` one; ``LISTED_AFTER``, with ``listing``, ``after``
+    and ``limit``); it connects and writes."""
 
     url: str
     STATES_OF: str
     VALIDATORS_OF: str
     LISTING_OF: str
+    LISTED_AFTER: str
     DRIVER: ModuleType
     MORE_REFUSALS: tuple[type[Exception], ...] = ()
     _conn: Any = None
@@ -75,6 +78,10 @@ class SqlStore:
             return None
         position, finished, high_water, at = rows[0]
         return ListingMark(key, position, bool(finished), _json_text(high_water), float(at))
+
+    def listed(self, key: str, after: int, limit: int) -> list[Listed]:
+        rows = self._read(self.LISTED_AFTER, {"listing": key, "after": after, "limit": limit})
+        return [Listed(int(place), id_, float(stale)) for place, id_, stale in rows]
 
     def counts(self) -> dict[str, int]:
         return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))

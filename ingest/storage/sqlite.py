@@ -13,6 +13,7 @@ from ingest.storage.base import (
     StorageError,
     StorageUnavailable,
     failure_row,
+    listed_row,
 )
 from ingest.storage.sql import SqlStore
 
@@ -44,6 +45,15 @@ CREATE TABLE IF NOT EXISTS listings (
     high_water TEXT,
     updated_at REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS listed (
+    listing TEXT NOT NULL,
+    id TEXT NOT NULL,
+    place INTEGER NOT NULL,
+    listed_at REAL NOT NULL,
+    stale_before REAL NOT NULL DEFAULT 0,
+    PRIMARY KEY (listing, id)
+);
+CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
 COMMIT;
 """
 # Columns added since the first release: a database made before gets them when opened.
@@ -63,6 +73,17 @@ INSERT INTO listings (listing, position, finished, high_water, updated_at) VALUE
 ON CONFLICT (listing) DO UPDATE SET
     position = excluded.position, finished = excluded.finished,
     high_water = excluded.high_water, updated_at = excluded.updated_at
+"""
+
+# An id listed again goes to the end of the order, and keeps the later of the two times
+# its outcome must be from.
+UPSERT_LISTED = """
+INSERT INTO listed (listing, id, place, listed_at, stale_before)
+VALUES (:listing, :id, (SELECT coalesce(max(place), 0) + 1 FROM listed WHERE listing = :listing),
+    :listed_at, :stale_before)
+ON CONFLICT (listing, id) DO UPDATE SET
+    place = excluded.place, listed_at = excluded.listed_at,
+    stale_before = max(listed.stale_before, excluded.stale_before)
 """
 
 # Only where the id has no items row: a transient failure never replaces stored data.
@@ -91,6 +112,11 @@ LISTING_OF = """
 SELECT position, finished, high_water, updated_at FROM listings WHERE listing = :listing
 """
 
+LISTED_AFTER = """
+SELECT place, id, stale_before FROM listed
+WHERE listing = :listing AND place > :after ORDER BY place LIMIT :limit
+"""
+
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('items', 'failures')"
 
 
@@ -100,6 +126,7 @@ class SQLiteStore(SqlStore):
     STATES_OF = STATES_OF
     VALIDATORS_OF = VALIDATORS_OF
     LISTING_OF = LISTING_OF
+    LISTED_AFTER = LISTED_AFTER
     DRIVER = sqlite3
     # Binding a value of a type SQLite cannot store is an InterfaceError.
     MORE_REFUSALS = (sqlite3.InterfaceError,)
@@ -180,6 +207,7 @@ class SQLiteStore(SqlStore):
                 UPSERT_LISTING,
                 [(m.listing, m.position, int(m.finished), m.high_water, m.at) for m in plan.marks],
             )
+            conn.executemany(UPSERT_LISTED, [listed_row(*row) for row in plan.listed])
             conn.execute("COMMIT")
         except BaseException as exc:
             if conn.in_transaction:

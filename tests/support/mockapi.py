@@ -106,7 +106,7 @@ class MockAPI:
         self._call("/_mock/inject", spec)
 
     def configure(self, **changes: Any) -> dict[str, Any]:
-        """latency and/or error_rate; returns both as now set."""
+        """latency, error_rate and/or not_json_page; returns the three as now set."""
         return dict(self._call("/_mock/config", changes))
 
     def revoke(self, token: str) -> None:
