@@ -69,7 +69,9 @@ OLD_ITEMS = {  # the items table as the first release made it
 }
 
 
-def test_a_database_of_an_earlier_release_gets_the_new_columns(database_url: str) -> None:
+def test_an_earlier_release_database_gets_the_new_columns_and_tables(
+    database_url: str,
+) -> None:
     kind = "sqlite" if database_url.startswith("sqlite") else "postgresql"
     if kind == "sqlite":
         with sqlite3.connect(database_url.removeprefix("sqlite:///")) as conn:
@@ -87,12 +89,15 @@ def test_a_database_of_an_earlier_release_gets_the_new_columns(database_url: str
             [
                 Outcome("2", STORED, "u", 200, data="{}", fetched_at=9.0, etag='"e"'),
                 Outcome("1", UNCHANGED, "u", 304, fetched_at=10.0),
-                ListingMark("k", None, True, '"2024"', 11.0),
+                ListingMark("k", None, True, '"2024"', 11.0, listed=["1", "2"]),
             ]
         )
         assert store.validators(["1", "2"]) == {"2": ('"e"', None)}
         assert store.states(["1"]) == {"1": ("stored", 10.0)}
         mark = store.listing("k")
         assert mark is not None and (mark.finished, mark.high_water) == (True, '"2024"')
+        assert [(row.id, row.stale_before) for row in store.listed("k", 0, 10)] == [
+            ("1", 0.0), ("2", 0.0),
+        ]  # fmt: skip
     finally:
         store.close()

@@ -153,3 +153,14 @@ def test_a_mark_is_written_after_the_outcomes_before_it() -> None:
     )
     plan = plan_write([first, outcome, last])
     assert plan.marks == [last] and plan.stored == [outcome]
+
+
+def test_the_ids_of_every_mark_of_a_write_are_listed() -> None:
+    plan = plan_write(
+        [
+            ListingMark("k", '{"url": "a"}', False, None, 1.0, listed=["1", "2"]),
+            ListingMark("k", None, True, None, 2.0, listed=["3"], stale_before=2.0),
+        ]
+    )
+    assert [m.at for m in plan.marks] == [2.0]
+    assert plan.listed == [("k", "1", 1.0, 0.0), ("k", "2", 1.0, 0.0), ("k", "3", 2.0, 2.0)]

@@ -15,7 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from ingest.items import STORED, Outcome
+from ingest.items import STORED, ListingMark, Outcome
 from ingest.masking import mask_url
 from ingest.storage import (
     StorageError,
@@ -110,7 +110,7 @@ def test_connect_creates_the_tables_and_is_idempotent(database_url: str) -> None
             ("items", "jsonb"),
             ("items", "timestamp with time zone"),
         ]
-    assert sorted(t[0] for t in tables) == ["failures", "items", "listings"]
+    assert sorted(t[0] for t in tables) == ["failures", "items", "listed", "listings"]
     assert store.counts()["stored"] == 1
     store.close()
 
@@ -217,6 +217,20 @@ def test_states_and_counts(store: Store) -> None:
         "bad": ("invalid", pytest.approx(1_700_000_100.5)),
         "f2": ("failed", pytest.approx(1_700_000_100.5)),
     }
+
+
+def test_listed_ids_keep_their_order_and_a_relisted_id_moves_to_the_end(store: Store) -> None:
+    store.write([ListingMark("k", '{"url": "a"}', False, None, 1.0, listed=["3", "1", "2"])])
+    store.write([ListingMark("other", None, True, None, 1.5, listed=["1"])])
+    store.write([ListingMark("k", None, True, None, 2.0, listed=["1", "9"], stale_before=2.0)])
+    store.write([ListingMark("k", None, True, None, 3.0, listed=["9"])])  # keeps the later time
+    listed = store.listed("k", 0, 10)
+    assert [(row.id, row.stale_before) for row in listed] == [
+        ("3", 0.0), ("2", 0.0), ("1", 2.0), ("9", 2.0),
+    ]  # fmt: skip
+    assert [row.place for row in listed] == sorted(row.place for row in listed)
+    assert [row.id for row in store.listed("k", listed[1].place, 2)] == ["1", "9"]
+    assert [row.id for row in store.listed("other", 0, 10)] == ["1"]
 
 
 def test_unicode_and_large_payloads_round_trip(store: Store, database_url: str) -> None:
