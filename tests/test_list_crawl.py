@@ -121,6 +121,7 @@ def test_incremental_sync_lists_only_what_changed(mockapi, tmp_path: Path, postg
         (("-a", "pagination=page", "-a", "items=result.items"), "items='result.items'"),
         (("-a", "pagination=cursor:c=meta.cursor"), "pagination=cursor:c=meta.cursor"),
         (("-a", "pagination=page", "-a", "since=changed:since"), "since=changed:since"),
+        (("-a", "pagination=page", "-a", "details=maybe"), "details must be 1 or 0, got 'maybe'"),
     ],
 )
 def test_bad_arguments_are_named_and_nothing_is_marked(mockapi, tmp_path: Path, args, named):
