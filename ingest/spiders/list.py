@@ -66,10 +66,9 @@ class ListSpider(IdFetching, Spider):
     one committed; a finished listing is listed again only with ``-a refresh=1``, or,
     with ``-a since=FIELD:PARAM``, for what changed since the highest FIELD stored.
 
-    With ``-a details=1`` a page's items are only its ids: committed with the position
-    (:class:`ingest.details.ListedIds`), then each fetched by ``API_URL`` as the ``api``
-    spider does (:class:`ingest.spiders.fetching.IdFetching`), fed by
-    :class:`ingest.details.DetailsFeed`.
+    With ``-a details=1`` a page's items are only its ids, committed with the position
+    (:mod:`ingest.details`), then each fetched by ``API_URL`` as the ``api`` spider does
+    (:class:`~ingest.spiders.fetching.IdFetching`).
     """
 
     name = "list"
@@ -150,15 +149,16 @@ class ListSpider(IdFetching, Spider):
             return
         async for request in self.details.requests(self.crawler):
             yield request
-        if self.walk is None and not self.details.fed:
-            self.finished_before()
-        elif self.walk is None:
-            logger.info(
-                "The listing %s was finished already: fetched the %d ids it listed that had "
-                "no outcome", self.url, self.details.fed,
-            )  # fmt: skip
+        if self.walk is None and not crawl_is_stopping(self.crawler):
+            self.finished_before(self.details.fed)
 
-    def finished_before(self) -> None:
+    def finished_before(self, requested: int = 0) -> None:
+        if requested:
+            logger.info(
+                "The listing %s was finished already; %d ids it listed had no outcome: "
+                "requested", self.url, requested,
+            )  # fmt: skip
+            return
         logger.info(
             "The listing %s was finished already: nothing to do (-a refresh=1 lists it "
             "again; -a since=FIELD:PARAM lists what changed)", self.url,
