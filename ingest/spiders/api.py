@@ -7,7 +7,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from scrapy import Spider, signals
+from scrapy import signals
 from scrapy.http import JsonRequest
 
 from ingest.config import parse_flag
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
 
-class ApiSpider(IdFetching, Spider):
+class ApiSpider(IdFetching):
     """Fetches ``API_URL`` for every id of ``-a ids=…`` or ``-a ids_file=…`` that
     needs it (see :class:`ingest.worklist.Worklist`; ``-a refresh=1`` fetches every
     id again), and yields one :class:`Outcome` per answer.
@@ -57,15 +57,9 @@ class ApiSpider(IdFetching, Spider):
         self.clock: Callable[[], float] = time.time
 
     @classmethod
-    def update_settings(cls, settings: Any) -> None:
-        super().update_settings(settings)
-        cls.fetching_settings(settings)
-
-    @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
-        spider.setup_fetching(crawler)
 
         def count(key: str, by: int = 1) -> None:
             # Through the crawler: its stats exist once the crawl starts, not yet here.

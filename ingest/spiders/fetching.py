@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from scrapy import Spider
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import JsonRequest
 from scrapy.utils.response import response_status_message
@@ -18,6 +19,8 @@ from ingest.endings import BAD_SETTING, end_crawl
 from ingest.items import FAILED, NOT_FOUND, STORED, UNCHANGED, Outcome
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy.crawler import Crawler
     from scrapy.http import Response
     from twisted.python.failure import Failure
@@ -27,15 +30,13 @@ logger = logging.getLogger(__name__)
 GONE = frozenset({404, 410})
 
 
-class IdFetching:
-    """Requests for ids by ``API_URL`` (or, with ``API_BATCH_SIZE`` above 1, in batches by
-    ``API_BATCH_URL``: :mod:`ingest.batches`), and their answers read into one
-    :class:`Outcome` per id. A spider mixes it in and calls :meth:`setup_fetching` from
-    ``from_crawler``; middlewares (skip-done, batch size) and reconciliation call
-    :meth:`ids_of`, :meth:`requests_for` and :meth:`batch_request`.
+class IdFetching(Spider):
+    """A spider that fetches ids: requests by ``API_URL`` (or, with ``API_BATCH_SIZE``
+    above 1, in batches by ``API_BATCH_URL``: :mod:`ingest.batches`), and their answers
+    read into one :class:`Outcome` per id. Middlewares (skip-done, batch size) and
+    reconciliation call :meth:`ids_of`, :meth:`requests_for` and :meth:`batch_request`.
     """
 
-    crawler: Crawler
     url_template: str
     batching: BatchSpec | None = None
     sizer: Sizer
@@ -44,8 +45,8 @@ class IdFetching:
     batch_answered = False
 
     @classmethod
-    def fetching_settings(cls, settings: Any) -> None:
-        """From ``update_settings``: the ids of one batch's answer share a transaction."""
+    def update_settings(cls, settings: Any) -> None:
+        super().update_settings(settings)
         try:
             size = int(settings.get("API_BATCH_SIZE") or 1)
         except ValueError:
@@ -54,12 +55,15 @@ class IdFetching:
         # the outcomes of a batch then join the same transaction.
         settings.set("CONCURRENT_ITEMS", size, priority="spider")
 
-    def setup_fetching(self, crawler: Crawler) -> None:
+    @classmethod
+    def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
+        spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
-        self.url_template = check_api_url(s.get("API_URL"))
-        self.batching = BatchSpec.from_settings(s)
-        size = self.batching.size if self.batching else 1
-        self.sizer = Sizer(size, on_settled=self.settled)
+        spider.url_template = check_api_url(s.get("API_URL"))
+        spider.batching = BatchSpec.from_settings(s)
+        size = spider.batching.size if spider.batching else 1
+        spider.sizer = Sizer(size, on_settled=spider.settled)
+        return spider
 
     def ids_of(self, request: Any) -> list[str]:
         """The ids a request asks for."""

@@ -10,10 +10,9 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from scrapy import Spider, signals
+from scrapy import signals
 from scrapy.exceptions import IgnoreRequest
 from scrapy.http import JsonRequest
-from scrapy.settings import BaseSettings
 
 from ingest.answers import (
     NoItems,
@@ -58,7 +57,7 @@ logger = logging.getLogger(__name__)
 PAGE_PRIORITY = 100
 
 
-class ListSpider(IdFetching, Spider):
+class ListSpider(IdFetching):
     """Walks the listing at ``-a url=…`` (``-a pagination=…``, see :mod:`ingest.pagination`)
     and yields each page's items as a :class:`Page`: their outcomes, and the listing's
     position after them, which storage commits in the same transaction. The database
@@ -110,15 +109,9 @@ class ListSpider(IdFetching, Spider):
         self.walk: Walk | None = None
 
     @classmethod
-    def update_settings(cls, settings: BaseSettings) -> None:
-        super().update_settings(settings)
-        cls.fetching_settings(settings)
-
-    @classmethod
     def from_crawler(cls, crawler: Crawler, *args: Any, **kwargs: Any) -> Self:
         spider = super().from_crawler(crawler, *args, **kwargs)
         s = crawler.settings
-        spider.setup_fetching(crawler)
         path = spider.items_arg if spider.items_arg is not None else s.get("API_BATCH_ITEMS")
         spider.items_path = check_path("items", path)
         spider.id_field = str(s.get("API_ITEM_ID") or "id")

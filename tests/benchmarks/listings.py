@@ -4,6 +4,7 @@
     python -m tests.benchmarks.listings resume [--how kill|sigint-twice|pg-restart] [--after 40]
     python -m tests.benchmarks.listings incremental [--n 10000] [--changed 50]
     python -m tests.benchmarks.listings conditional [--n 1000] [--changed 10] [--full]
+    python -m tests.benchmarks.listings details [--n 2000] [--rate 2000/60] [--batch-rate 60/60]
 
 ``styles``: N items listed per-page a page at the rate, in each style (all by default),
 against a mock whose limit is that rate (a fixed window): page requests, 429s, the span
@@ -22,6 +23,13 @@ which rows it stored.
 changed, then ``refresh=1`` against a mock at the rate whose limit does not count 304s,
 with ``RATELIMIT_COUNT_304=false``: statuses, rows changed, and its span against a full
 refresh at the rate (the ideal one, or, with ``--full``, measured: ``COUNT_304`` true).
+
+``details``: N ids listed per-page a page with ``details=1``, each then fetched by
+``API_URL`` one a request at ``--rate``, then (a new database) 50 a batch at
+``--batch-rate``, each against a mock whose limit is that rate: page and detail
+requests, 429s, the span against the ideal (every request spaced at the limit), every
+id stored once. Then, one a request again, kill -9 after ``--after`` requests (details
+under way) and the same command: re-sent pages and re-sent detail requests.
 """
 
 from __future__ import annotations
@@ -200,23 +208,86 @@ def conditional(n: int, changed: int, rate: str, full: bool) -> None:
                   f"{100 * span(record) / measured:.1f}%")  # fmt: skip
 
 
+def details_run(api: MockAPI, db: str, n: int, rate: str, batch: int) -> str:
+    """What a details crawl's record says: pages, details, 429s, span against the ideal."""
+    record = api.requests()
+    pages = [entry for entry in record if not entry["ids"]]
+    asked = Counter(id_ for entry in record for id_ in entry["ids"])
+    return (
+        f"  page requests {len(pages)}, detail requests {len(record) - len(pages)} "
+        f"({batch} id{'s' if batch > 1 else ''} a request), 429s {statuses(record)[429]}, "
+        f"ids asked twice {sum(c > 1 for c in asked.values())}\n"
+        f"  span {span(record):.2f} s, ideal {ideal(len(record), rate):.2f} s, ratio "
+        f"{span(record) / ideal(len(record), rate):.4f}\n  {stored_once(db, n)}"
+    )
+
+
+def details(n: int, per_page: int, rate: str, batch_rate: str, after: int) -> None:
+    url_args = ("-a", "pagination=page:page", "-a", "details=1")
+    for batch, pace in ((1, rate), (50, batch_rate)):
+        with (
+            MockAPI("--limit", pace, "--catalog", str(n)) as api,
+            database(False) as (db, _),
+        ):
+            settings: dict[str, Any] = {"API_URL": api.url_template, "RATELIMIT_RATE": pace}
+            if batch > 1:
+                settings |= {"API_BATCH_SIZE": batch, "API_BATCH_URL": api.batch_url_template}
+            began = time.monotonic()
+            done = crawl_list(f"{api.base}/items?per_page={per_page}", db, *url_args,
+                              timeout=1800, **settings)  # fmt: skip
+            print(f"details: {n} ids, {per_page} a page, rate {pace}, exit {done.returncode}, "
+                  f"wall {time.monotonic() - began:.1f} s")  # fmt: skip
+            print(details_run(api, db, n, pace, batch))
+    with MockAPI("--limit", rate, "--catalog", str(n)) as api, database(False) as (db, _):
+        settings = {"API_URL": api.url_template, "RATELIMIT_RATE": rate}
+        url = f"{api.base}/items?per_page={per_page}"
+        process = subprocess.Popen(
+            list_command(url, db, *url_args, **settings), cwd=REPO_ROOT, env=environment(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        api.wait_for(after, timeout=900)
+        process.kill()
+        first = process.wait(timeout=60)
+        killed = api.requests()
+        listed = query(db, "SELECT count(*) FROM listed")[0][0]
+        left = listed - len(terminal_states(db))
+        done = crawl_list(url, db, *url_args, timeout=1800, **settings)
+        record = api.requests()
+        pages = Counter(entry["query"] for entry in record if not entry["ids"])
+        asked = Counter(id_ for entry in record for id_ in entry["ids"])
+        print(f"details, kill -9 after {len(killed)} requests: {listed} ids listed, {left} of "
+              f"them without an outcome; exits {first}, {done.returncode}")  # fmt: skip
+        print(f"  rerun: {len(record) - len(killed)} requests; re-sent pages "
+              f"{sum(pages.values()) - len(pages)}, re-sent detail requests "
+              f"{sum(asked.values()) - len(asked)}, 429s {statuses(record)[429]}")  # fmt: skip
+        print(f"  {stored_once(db, n)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("case", choices=["styles", "resume", "incremental", "conditional"])
+    cases = ["styles", "resume", "incremental", "conditional", "details"]
+    parser.add_argument("case", choices=cases)
     parser.add_argument("--style", action="append", choices=sorted(STYLES))
     parser.add_argument("--how", choices=["kill", "sigint-twice", "pg-restart"], default="kill")
-    parser.add_argument("--after", type=int, default=40, help="pages answered before the stop")
+    parser.add_argument(
+        "--after", type=int, help="pages answered before the stop (details: requests; 1000)"
+    )
     parser.add_argument("--n", type=int)
     parser.add_argument("--per-page", type=int, default=100)
     parser.add_argument("--changed", type=int)
-    parser.add_argument("--rate", default="100/60")
+    parser.add_argument("--rate", help="default: 100/60 (details: 2000/60)")
+    parser.add_argument("--batch-rate", default="60/60", help="details: 50 ids a request")
     parser.add_argument("--postgres", action="store_true", help="styles: into PostgreSQL")
     parser.add_argument("--full", action="store_true", help="conditional: measure a full refresh")
     a = parser.parse_args()
+    if a.case == "details":
+        details(a.n or 2000, a.per_page, a.rate or "2000/60", a.batch_rate, a.after or 1000)
+        return
+    a.rate = a.rate or "100/60"
     if a.case == "styles":
         styles(a.style or list(STYLES), a.n or 10_000, a.per_page, a.rate, a.postgres)
     elif a.case == "resume":
-        resume(a.how, a.after, a.n or 10_000, a.per_page, a.rate)
+        resume(a.how, a.after or 40, a.n or 10_000, a.per_page, a.rate)
     elif a.case == "incremental":
         incremental(a.n or 10_000, a.per_page, a.changed or 50, a.rate)
     else:
