@@ -5,6 +5,7 @@
     python -m tests.benchmarks.listings incremental [--n 10000] [--changed 50]
     python -m tests.benchmarks.listings conditional [--n 1000] [--changed 10] [--full]
     python -m tests.benchmarks.listings details [--n 2000] [--rate 2000/60] [--batch-rate 60/60]
+                                                [--after 1000] [--stop-only --how pg-restart]
 
 ``styles``: N items listed per-page a page at the rate, in each style (all by default),
 against a mock whose limit is that rate (a fixed window): page requests, 429s, the span
@@ -29,7 +30,8 @@ refresh at the rate (the ideal one, or, with ``--full``, measured: ``COUNT_304``
 ``--batch-rate``, each against a mock whose limit is that rate: page and detail
 requests, 429s, the span against the ideal (every request spaced at the limit), every
 id stored once. Then, one a request again, kill -9 after ``--after`` requests (details
-under way) and the same command: re-sent pages and re-sent detail requests.
+under way) and the same command: re-sent pages and re-sent detail requests. With
+``--stop-only``, only that, stopped as ``--how`` says (as for ``resume``).
 """
 
 from __future__ import annotations
@@ -115,6 +117,19 @@ def styles(which: list[str], n: int, per_page: int, rate: str, postgres: bool) -
             print(f"  {stored_once(db, n)}")
 
 
+def stop(process: subprocess.Popen[Any], how: str, server: Any) -> None:
+    """kill -9, two Ctrl-Cs, or PostgreSQL stopped for 5 s, while the crawl runs."""
+    if how == "kill":
+        process.kill()
+    elif how == "sigint-twice":
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+        process.send_signal(signal.SIGINT)
+    else:
+        with server.stopped():
+            time.sleep(5)
+
+
 def resume(how: str, after: int, n: int, per_page: int, rate: str) -> None:
     pagination, size = STYLES["cursor"]
     with (
@@ -128,15 +143,7 @@ def resume(how: str, after: int, n: int, per_page: int, rate: str) -> None:
             stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         api.wait_for(after, timeout=600)
-        if how == "kill":
-            process.kill()
-        elif how == "sigint-twice":
-            process.send_signal(signal.SIGINT)
-            time.sleep(0.05)
-            process.send_signal(signal.SIGINT)
-        else:
-            with server.stopped():
-                time.sleep(5)
+        stop(process, how, server)
         first = process.wait(timeout=900)
         done = crawl_list(url, db, "-a", f"pagination={pagination}", RATELIMIT_RATE=rate)
         record = api.requests()
@@ -222,9 +229,11 @@ def details_run(api: MockAPI, db: str, n: int, rate: str, batch: int) -> str:
     )
 
 
-def details(n: int, per_page: int, rate: str, batch_rate: str, after: int) -> None:
+def details(
+    n: int, per_page: int, rate: str, batch_rate: str, *, after: int, how: str | None
+) -> None:
     url_args = ("-a", "pagination=page:page", "-a", "details=1")
-    for batch, pace in ((1, rate), (50, batch_rate)):
+    for batch, pace in ((1, rate), (50, batch_rate)) if how is None else ():
         with (
             MockAPI("--limit", pace, "--catalog", str(n)) as api,
             database(False) as (db, _),
@@ -238,7 +247,11 @@ def details(n: int, per_page: int, rate: str, batch_rate: str, after: int) -> No
             print(f"details: {n} ids, {per_page} a page, rate {pace}, exit {done.returncode}, "
                   f"wall {time.monotonic() - began:.1f} s")  # fmt: skip
             print(details_run(api, db, n, pace, batch))
-    with MockAPI("--limit", rate, "--catalog", str(n)) as api, database(False) as (db, _):
+    how = how or "kill"
+    with (
+        MockAPI("--limit", rate, "--catalog", str(n)) as api,
+        database(how == "pg-restart") as (db, server),
+    ):
         settings = {"API_URL": api.url_template, "RATELIMIT_RATE": rate}
         url = f"{api.base}/items?per_page={per_page}"
         process = subprocess.Popen(
@@ -246,18 +259,18 @@ def details(n: int, per_page: int, rate: str, batch_rate: str, after: int) -> No
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         api.wait_for(after, timeout=900)
-        process.kill()
-        first = process.wait(timeout=60)
-        killed = api.requests()
+        stop(process, how, server)
+        first = process.wait(timeout=900)
+        stopped = api.requests()
         listed = query(db, "SELECT count(*) FROM listed")[0][0]
         left = listed - len(terminal_states(db))
         done = crawl_list(url, db, *url_args, timeout=1800, **settings)
         record = api.requests()
         pages = Counter(entry["query"] for entry in record if not entry["ids"])
         asked = Counter(id_ for entry in record for id_ in entry["ids"])
-        print(f"details, kill -9 after {len(killed)} requests: {listed} ids listed, {left} of "
+        print(f"details, {how} after {after} requests: {listed} ids listed, {left} of "
               f"them without an outcome; exits {first}, {done.returncode}")  # fmt: skip
-        print(f"  rerun: {len(record) - len(killed)} requests; re-sent pages "
+        print(f"  rerun: {len(record) - len(stopped)} requests; re-sent pages "
               f"{sum(pages.values()) - len(pages)}, re-sent detail requests "
               f"{sum(asked.values()) - len(asked)}, 429s {statuses(record)[429]}")  # fmt: skip
         print(f"  {stored_once(db, n)}")
@@ -269,6 +282,7 @@ def main() -> None:
     parser.add_argument("case", choices=cases)
     parser.add_argument("--style", action="append", choices=sorted(STYLES))
     parser.add_argument("--how", choices=["kill", "sigint-twice", "pg-restart"], default="kill")
+    parser.add_argument("--stop-only", action="store_true", help="details: only the --how stop")
     parser.add_argument(
         "--after", type=int, help="pages answered before the stop (details: requests; 1000)"
     )
@@ -281,7 +295,9 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="conditional: measure a full refresh")
     a = parser.parse_args()
     if a.case == "details":
-        details(a.n or 2000, a.per_page, a.rate or "2000/60", a.batch_rate, a.after or 1000)
+        how = a.how if a.stop_only else None
+        rate, after = a.rate or "2000/60", a.after or 1000
+        details(a.n or 2000, a.per_page, rate, a.batch_rate, after=after, how=how)
         return
     a.rate = a.rate or "100/60"
     if a.case == "styles":
