@@ -3,8 +3,7 @@ read from the table the pages commit them to, and fed to the crawl as pages comm
 
 from __future__ import annotations
 
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from scrapy import signals
@@ -20,8 +19,6 @@ if TYPE_CHECKING:
 
     from ingest.storage.base import Listed
     from ingest.storage.ledger import Ledger
-
-logger = logging.getLogger(__name__)
 
 STEP = 0.1  # seconds between looks for a page's commit, while pages are out
 
@@ -52,9 +49,6 @@ class ListedIds:
     async def states(self, ids: list[str]) -> dict[str, tuple[str, float]]:
         return await self.ledger.states(ids)
 
-    def needs_fetch(self, state: str | None, fetched_at: float = 0.0) -> bool:
-        return needs_fetch(state, fetched_at, 0.0)
-
     async def chunks(self, after: int = 0) -> AsyncIterator[tuple[int, list[tuple[Listed, Any]]]]:
         """(place of the last, [(listed id, (state, fetched_at) or None)]), a chunk at a
         time, from the place ``after`` on; ends at the last id listed so far."""
@@ -63,11 +57,9 @@ class ListedIds:
             states = await self.states([row.id for row in rows])
             yield after, [(row, states.get(row.id)) for row in rows]
 
-    async def todo(
-        self, ids: Iterable[str] | None = None, *, lost_only: bool = False
-    ) -> AsyncIterator[tuple[str, str | None]]:
+    async def todo(self, *, lost_only: bool = False) -> AsyncIterator[tuple[str, str | None]]:
         """(id, state) for every listed id that needs a request (``lost_only``: that has
-        no outcome). ``ids`` is not taken: the listing's table is the job."""
+        no outcome, as the look at idle asks)."""
         wanted = lost if lost_only else needs_fetch
         async for _, chunk in self.chunks():
             for row, found in chunk:
