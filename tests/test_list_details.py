@@ -113,6 +113,17 @@ def test_kill_9_mid_listing_then_every_listed_id_ends_once(mockapi, tmp_path: Pa
     assert query(postgres_url, "SELECT finished FROM listings") == [(True,)]
 
 
+def test_an_unreachable_api_url_stops_before_the_first_page(mockapi, tmp_path: Path) -> None:
+    api = mockapi("--limit", "6000/60", "--catalog", "100")
+    db = f"sqlite:///{tmp_path}/ingest.db"
+    unreachable = "http://127.0.0.1:9/items/{id}"
+    result = crawl_list(f"{api.base}/items", db, *CURSOR, API_URL=unreachable)
+    assert result.returncode == 69
+    (line,) = result.stderr.strip().splitlines()
+    assert "API_URL http://127.0.0.1:9: cannot connect" in line
+    assert api.requests() == []
+
+
 @pytest.mark.parametrize("details", [True, False])
 def test_a_later_page_that_is_not_json_stops_where_the_listing_stands(
     mockapi, tmp_path: Path, details: bool

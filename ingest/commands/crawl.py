@@ -9,9 +9,15 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
-from ingest.config import ConfigError
+from ingest.config import ConfigError, parse_flag
 from ingest.endings import EXIT_CODES, EXIT_UNREACHABLE, EXIT_USAGE
-from ingest.preflight import ApiUnreachable, check_list_args, check_settings, check_spider_args
+from ingest.preflight import (
+    ApiUnreachable,
+    check_list_args,
+    check_reachable,
+    check_settings,
+    check_spider_args,
+)
 
 if TYPE_CHECKING:
     import argparse
@@ -49,6 +55,8 @@ class Command(ScrapyCrawl):
             if args[0] == "list":
                 url = check_list_args(opts.spargs, self.settings)
                 check_settings(self.settings, api_url=url)
+                if parse_flag("details", opts.spargs.get("details")):
+                    check_reachable(self.settings.get("API_URL"))  # the details' host
             else:
                 check_spider_args(opts.spargs)
                 check_settings(self.settings)
