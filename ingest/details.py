@@ -10,6 +10,7 @@ from scrapy import signals
 
 from ingest.ids import CHUNK
 from ingest.items import FAILED, Page
+from ingest.listings import PAGE
 from ingest.stopping import Waiter, crawl_is_stopping
 from ingest.worklist import as_taken
 
@@ -109,11 +110,17 @@ class DetailsFeed:
         feed = cls(listed, requests_for, Waiter(lambda: crawl_is_stopping(crawler)).sleep)
         for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
             crawler.signals.connect(feed.item_settled, signal=signal)
+        crawler.signals.connect(feed.callback_failed, signal=signals.spider_error)
         return feed
 
     def item_settled(self, item: Any) -> None:
         """An item committed, dropped or refused: if a page's, the feed may read on."""
         if isinstance(item, Page):
+            self.page_done()
+
+    def callback_failed(self, failure: Any, response: Any) -> None:
+        """A page's callback raised: no item will settle it, yet it is out no more."""
+        if PAGE in response.meta:
             self.page_done()
 
     def page_sent(self) -> None:
