@@ -155,3 +155,20 @@ def test_a_later_page_that_is_not_json_stops_where_the_listing_stands(
     assert duplicate_rows(db) == 0
     assert len(fetched) == (300 if details else 0)
     assert ids_requested_more_than_once(fetched) == set()
+
+
+def test_a_listing_walked_without_details_is_walked_again_with_them(mockapi, tmp_path: Path):
+    api = mockapi("--limit", "6000/60", "--catalog", "200", "--pagination", "cursor")
+    db = f"sqlite:///{tmp_path}/ingest.db"
+    url = f"{api.base}/items?per_page=100"
+    plain = crawl_list(url, db, *CURSOR[:2], **details_settings(api, "6000/60"))
+    assert plain.returncode == 0, plain.stderr[-2000:]
+    assert query(db, "SELECT count(*) FROM listed") == [(0,)]
+    listed = len(api.requests())
+
+    result = crawl_list(url, db, *CURSOR, **details_settings(api, "6000/60"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    pages, details = pages_and_details(api.requests()[listed:])
+    # Listed again, as another listing; the items it stored are stored: not asked for again.
+    assert len(pages) == 2 and details == []
+    assert query(db, "SELECT count(*) FROM listed") == [(200,)] and duplicate_rows(db) == 0

@@ -101,7 +101,8 @@ class ListSpider(IdFetching):
         self.refresh = parse_flag("refresh", refresh)
         self.with_details = parse_flag("details", details)
         self.relisting = False  # a finished listing walked again: its ids fetched again
-        self.key = f"{self.pagination} {self.url}"
+        # Walked with details, a listing is another one: its pages commit ids, not items.
+        self.key = f"{self.pagination} {self.url}" + (" details" if self.with_details else "")
         self.run = uuid.uuid4().hex[:12]
         self.clock: Callable[[], float] = time.time
         self.answered = False
