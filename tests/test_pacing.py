@@ -54,7 +54,9 @@ def test_a_limit_20_percent_lower_than_configured_costs_few_429s(mockapi, tmp_pa
     record = api.requests()
     assert statuses(record)[429] <= 0.02 * len(record)
     assert len(terminal_states(db)) == n and set(terminal_states(db).values()) == {"stored"}
-    assert "learned from an unexpected 429" in done.stderr
+    # The limit is inferred from the first 429, not merely approached by cutting the pace.
+    assert "Inferred limit for http://127.0.0.1" in done.stderr
+    assert "'ratelimit/inferred_limit': '100/5'" in done.stderr
     assert re.search(r"'ratelimit/429_unexpected': [1-9]", done.stderr)
 
 

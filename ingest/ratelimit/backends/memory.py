@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
+from ingest.ratelimit.auto import START
 from ingest.ratelimit.bucket import TokenBucket
 
 if TYPE_CHECKING:
@@ -24,16 +25,24 @@ class MemoryBackend:
         rates: Sequence[Rate],
         *,
         burst: int = 1,
+        auto: bool = False,
+        start: Rate = START,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.rates, self.burst, self.clock, self.rand = tuple(rates), burst, clock, rand
+        self.auto, self.start = auto, start
         self.buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, key: str) -> TokenBucket:
         if key not in self.buckets:
             self.buckets[key] = TokenBucket(
-                self.rates, burst=self.burst, clock=self.clock, rand=self.rand
+                self.rates,
+                burst=self.burst,
+                auto=self.auto,
+                start=self.start,
+                clock=self.clock,
+                rand=self.rand,
             )
         return self.buckets[key]
 
