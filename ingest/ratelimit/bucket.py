@@ -87,9 +87,8 @@ class TokenBucket:
         those inferred from 429s."""
         announced = self.state.announced
         inferred = tuple(Rate(int(e[0]), float(e[1])) for e in self.state.inferred)
-        self.rates = by_period(
-            self.configured + ((Rate(*announced),) if announced else ()) + inferred
-        )
+        self.pacing = by_period(self.configured + ((Rate(*announced),) if announced else ()))
+        self.rates = by_period(self.pacing + inferred)
         # The longest window looks back as many sends as its limit, the inference a
         # record of RECORD sends: older ones never count.
         keep = max([auto_mode.RECORD, *(r.limit for r in self.rates)])
@@ -106,7 +105,7 @@ class TokenBucket:
     @property
     def interval(self) -> float:
         """Seconds between two sends at the pacing rate."""
-        interval = self.rates[0].interval if self.rates else 0.0
+        interval = self.pacing[0].interval if self.pacing else 0.0
         # Inferred limits are paced evenly at the slowest: a server bucket, which a
         # window only approximates, allows no bursts above its rate.
         for limit, period, *_ in self.state.inferred:

@@ -11,13 +11,15 @@ named, if any). Each hypothesis is a window length ``w`` and a kind:
 - **fixed**: at most L accepted sends in each window of ``w`` seconds aligned on the
   epoch (refusals are free). L is the accepted count in ``at``'s window before it.
 
+- **token** (from a second 429 on): a bucket refilled at some rate, with some burst.
+
 Sends after ``at`` are left out: the server had not seen them (they were in flight).
 A hypothesis is refuted by history when an earlier accepted send would have been
 over its limit, and by the ``Retry-After`` when the wait it predicts is not the one
-the server named (whole seconds, so ±1 s); a ``Retry-After`` that refutes every
-hypothesis (a proxy that always says the same) is ignored. Of those left, the fastest
-wins: a guess too fast costs one more 429, which then refutes it; a guess too slow
-would cost throughput for the rest of the crawl.
+the server named (whole seconds, so ±1 s); a ``Retry-After`` that agrees with no
+hypothesis, or only with much slower ones (a proxy that always says the same), is
+ignored. Of those left, the fastest wins: a guess too fast costs one more 429, which
+then refutes it; a guess too slow would cost throughput for the rest of the crawl.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ AGREEING = 0.8
 ROUND = 5
 # ... when at least 1/FRESH as many sends went before its window as in it.
 FRESH = 10
-# A token bucket: looked for from the fastest pace of BUCKET_LEAST sends in a row down, in steps
-# of BUCKET_STEP, to BUCKET_SLOWEST of it, over the last BUCKET_RECORD sends; adopted as
-# a rate per BUCKET_PERIOD seconds.
+# A token bucket: looked for from the fastest pace of BUCKET_LEAST sends in a row down,
+# in steps of BUCKET_STEP, to BUCKET_SLOWEST of it, over the last BUCKET_RECORD sends;
+# adopted as a rate per BUCKET_PERIOD seconds.
 BUCKET_LEAST, BUCKET_RECORD = 10, 1024
 BUCKET_STEP, BUCKET_SLOWEST = 0.005, 0.5
 BUCKET_PERIOD = 10.0
@@ -57,9 +59,9 @@ BUCKET_PERIOD = 10.0
 
 @dataclass(frozen=True, slots=True)
 class Inference:
-    """At most ``limit`` requests per ``period`` seconds (``kind``: sliding or fixed), as
-    read from the window that held ``sent`` sends when the request sent at ``at`` was
-    refused."""
+    """At most ``limit`` requests per ``period`` seconds (``kind``: sliding, fixed or
+    token), as read from the window that held ``sent`` sends when the request sent at
+    ``at`` was refused."""
 
     limit: int
     period: float
@@ -105,7 +107,7 @@ def infer(
     survivors: list[tuple[Inference, float]] = []
     for w in windows:
         for kind in KINDS:
-            found = _hypothesis(kind, w, seen, accepted, at, since, offset)
+            found = _hypothesis(kind, w, seen, accepted, at=at, since=since, offset=offset)
             if found is not None:
                 survivors.append(found)
     if buckets and (bucket := _bucket(seen, rejected, at, since)) is not None:
@@ -151,11 +153,12 @@ def _whole(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9))
 
 
-def _hypothesis(  # noqa: PLR0917
+def _hypothesis(
     kind: str,
     w: float,
     seen: Sequence[float],
     accepted: Sequence[float],
+    *,
     at: float,
     since: float,
     offset: float,
