@@ -113,13 +113,17 @@ def test_a_wrong_period_is_found_from_the_first_429() -> None:
 
 
 def test_a_second_quota_is_found_when_the_first_is_kept() -> None:
-    # Paced at exactly 100/10, a hidden 150/30 (fixed) refuses the 151st of its window
-    # (the first window the crawl saw whole).
+    # Paced at exactly 100/10, a hidden 150/30 (fixed) refuses the 151st of its window.
+    # Against a rate configured, a fixed window is believed once a whole one was seen
+    # before it: at the first 429 the window before began before the first send.
     server = Server("100/10,150/30", "fixed")
-    at, retry_after = server.pace(100 / 10 * 0.998, EPOCH + 20.2)
+    pace = 100 / 10 * 0.998
+    at, retry_after = server.pace(pace, EPOCH + 20.2)
+    assert server.infer(at, retry_after, periods={10.0}) is None
+    at, retry_after = server.pace(pace, at + retry_after)
     found = server.infer(at, retry_after, periods={10.0})
     assert found is not None
-    assert (found.limit, found.period) == (150, 30.0)
+    assert (found.limit, found.period, found.kind) == (150, 30.0, "fixed")
 
 
 @pytest.mark.parametrize("burst", [3, 5])
@@ -187,3 +191,20 @@ def test_a_configured_rate_that_is_right_meets_a_lone_429_as_before() -> None:
     lesson = b.limited(slot.at, 1.0, epoch=clock.now)
     assert lesson.unexpected and lesson.inferred is None
     assert b.per_minute() == pytest.approx(600 * 0.97)
+
+
+@pytest.mark.parametrize("phase", [0.0, 3.3, 7.7, 14.9])
+def test_a_lone_429_at_the_configured_rate_never_lowers_it_much(phase: float) -> None:
+    # Wherever the noise falls (early, before a whole window was seen; late), no
+    # hypothesis clearly slower than the configured rate explains it.
+    for sends in [*range(2, 30, 3), *range(30, 300, 13)]:
+        clock = FakeClock(EPOCH + phase)
+        b = TokenBucket([Rate(100, 10)], clock=clock, rand=lambda: 0.0)
+        for _ in range(sends):
+            slot = b.reserve()
+            clock.now = slot.at
+            b.confirm(slot)
+        clock.now += 0.002
+        lesson = b.limited(slot.at, 1.0, epoch=clock.now)
+        assert lesson.inferred is None, (sends, lesson.inferred)
+        assert b.per_minute() == pytest.approx(600 * 0.97)

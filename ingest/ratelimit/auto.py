@@ -26,7 +26,9 @@ GROWTH = 1.35
 # ten requests a second; a window reaching further back than the record is not judged.
 RECORD = 1024
 # A configured rate is corrected only by an inference clearly slower than the pace in
-# use; anything closer is timing noise (a bucket with no burst), met as before.
+# use (CONFIGURED_SLOWER); anything closer is timing noise (a bucket with no burst), met
+# as before. An inferred limit is refined by one CLEARLY_SLOWER than the pace in use.
+CONFIGURED_SLOWER = 0.9
 CLEARLY_SLOWER = 0.95
 # After this long without an unexpected 429 (and PROBE_PERIODS of the inferred
 # limit's period), the inferred limits grow by PROBE_STEP of themselves (one at least).
@@ -70,7 +72,8 @@ def learn(bucket: TokenBucket, sent_at: float, retry_after: float | None, offset
         buckets=bool(s.inferred),
         periods=() if bucket.auto else {rate.period for rate in bucket.configured},
     )
-    if found is not None and (ramping or found.per_second < CLEARLY_SLOWER * bucket.per_second()):
+    slower = CLEARLY_SLOWER if bucket.auto or s.inferred else CONFIGURED_SLOWER
+    if found is not None and (ramping or found.per_second < slower * bucket.per_second()):
         adopt(s, found)
         s.limited_at = now
         bucket.inferred_changed()

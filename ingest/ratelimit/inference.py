@@ -36,6 +36,9 @@ WINDOWS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 36
 KINDS = ("sliding", "fixed")
 # Retry-After is whole seconds, rounded up; the clocks at both ends differ a little.
 TOLERANCE = 1.0
+# A hypothesis whose window stays full longer than Retry-After (plus this, for the way
+# to the server) is refuted whatever else is said: rounded up, the header is never short.
+SOONER = 0.1
 # Of hypotheses this close to the fastest, the one with the longest window is taken: a
 # ramp's last seconds make every short window look a little faster than it is.
 NEAR = 0.9
@@ -112,6 +115,10 @@ def infer(
                 survivors.append(found)
     if buckets and (bucket := _bucket(seen, rejected, at, since)) is not None:
         survivors.append((bucket, 1 / bucket.per_second))  # until the next token
+    if retry_after is not None:
+        # A server that says "come back sooner" than a hypothesis would let it refutes
+        # that hypothesis; one that says "later" may be a proxy adding its own wait.
+        survivors = [(h, w) for h, w in survivors if w <= retry_after + SOONER]
     if not survivors:
         return None
     # The periods configured: a rate is more often documented with the right period and
@@ -120,6 +127,11 @@ def infer(
     # would explain any 429) is not believed against a rate configured: a lone 429 at
     # the configured rate is timing noise more often than a limit that slow.
     if periods:
+        # And a fixed window is believed only once a whole one before it was seen: at
+        # the configured pace, the part of a window before a lone 429 explains it as well.
+        survivors = [
+            (h, w) for h, w in survivors if h.kind != "fixed" or h.start - h.period >= seen[0]
+        ]
         preferred = [(h, w) for h, w in survivors if h.period in periods]
         survivors = preferred or [(h, w) for h, w in survivors if h.start > seen[0]]
         if not survivors:
