@@ -208,3 +208,21 @@ def test_a_lone_429_at_the_configured_rate_never_lowers_it_much(phase: float) ->
         lesson = b.limited(slot.at, 1.0, epoch=clock.now)
         assert lesson.inferred is None, (sends, lesson.inferred)
         assert b.per_minute() == pytest.approx(600 * 0.97)
+
+
+@pytest.mark.parametrize(("first", "second"), [(7, 86), (9, 30), (19, 88), (63, 88)])
+def test_two_429s_at_the_configured_rate_never_lower_it_much(first: int, second: int) -> None:
+    # The first one's pause leaves windows that hold fewer sends than the rate allows:
+    # they are not taken for a slower limit when the second comes.
+    clock = FakeClock(EPOCH + 3.3)
+    b = TokenBucket([Rate(100, 10)], clock=clock, rand=lambda: 0.0)
+    for i in range(second + 1):
+        slot = b.reserve()
+        clock.now = slot.at
+        b.confirm(slot)
+        if i in (first, second):
+            clock.now += 0.002
+            assert b.limited(slot.at, 1.0, epoch=clock.now).inferred is None
+            b.pause(1.0)
+        else:
+            b.succeeded()

@@ -73,6 +73,7 @@ def learn(bucket: TokenBucket, sent_at: float, retry_after: float | None, offset
         offset=offset,
         buckets=bool(s.inferred),
         periods=() if bucket.auto else {rate.period for rate in bucket.configured},
+        resumed=s.paused_until,
     )
     slower = CLEARLY_SLOWER if bucket.auto or s.inferred else CONFIGURED_SLOWER
     if found is not None and (ramping or found.per_second < slower * bucket.per_second()):

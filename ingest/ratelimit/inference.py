@@ -90,6 +90,7 @@ def infer(
     offset: float = 0.0,
     buckets: bool = False,
     periods: Collection[float] = (),
+    resumed: float = -math.inf,
 ) -> Inference | None:
     """The fastest limit that explains the refusal of the request sent at ``at`` and
     every acceptance before it; None if none does.
@@ -100,7 +101,9 @@ def infer(
     windows are aligned on; ``buckets``: also consider a token bucket (only once the
     record holds more than one 429: before, a bucket just under the pace of the
     moment, with the burst the last seconds spent, always explains it); ``periods``:
-    the configured rates' periods, preferred when a hypothesis of that period survives.
+    the configured rates' periods, preferred when a hypothesis of that period survives;
+    ``resumed``: when the last pause ended (with ``periods``, a window holding it is not
+    judged).
     """
     end = bisect_right(sends, at)
     if end == 0:
@@ -128,9 +131,13 @@ def infer(
     # the configured rate is timing noise more often than a limit that slow.
     if periods:
         # And a fixed window is believed only once a whole one before it was seen: at
-        # the configured pace, the part of a window before a lone 429 explains it as well.
+        # the configured pace, the part of a window before a lone 429 explains it as well;
+        # no window that holds a pause is (its count is low because we waited).
         survivors = [
-            (h, w) for h, w in survivors if h.kind != "fixed" or h.start - h.period >= seen[0]
+            (h, w)
+            for h, w in survivors
+            if h.start >= resumed
+            and (h.kind != "fixed" or h.start - h.period >= max(seen[0], resumed))
         ]
         preferred = [(h, w) for h, w in survivors if h.period in periods]
         survivors = preferred or [(h, w) for h, w in survivors if h.start > seen[0]]

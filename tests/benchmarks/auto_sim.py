@@ -117,18 +117,18 @@ def judged(record: list[tuple[float, int]], limits: list[Any], n: int) -> dict[s
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("cases", nargs="*", default=list(CASES), choices=list(CASES))
+    parser.add_argument("cases", nargs="*", metavar="CASE", help=", ".join(CASES))
     parser.add_argument("--seeds", type=int, default=8)
     args = parser.parse_args()
-    for name in args.cases:
+    if unknown := set(args.cases) - set(CASES):
+        parser.error(f"unknown cases {sorted(unknown)}: choose from {', '.join(CASES)}")
+    for name in args.cases or CASES:
         runs = [simulate(seed=seed, **CASES[name]) for seed in range(args.seeds)]
         after = [r["after"] for r in runs if r["after"] is not None]
-        print(
-            f"{name:26} 429s at most {max(r['429s'] for r in runs):2}"
-            f" | after 1st 429 at least {min(after):.3f}"
-            * bool(after)
-            + f" | efficiency at least {min(r['efficiency'] for r in runs):.3f}"
-        )
+        line = f"{name:26} 429s at most {max(r['429s'] for r in runs):2}"
+        if after:
+            line += f" | after 1st 429 at least {min(after):.3f}"
+        print(line + f" | efficiency at least {min(r['efficiency'] for r in runs):.3f}")
 
 
 if __name__ == "__main__":
