@@ -31,19 +31,12 @@ class MemoryBackend:
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.rates, self.burst, self.clock, self.rand = tuple(rates), burst, clock, rand
-        self.auto, self.start = auto, start
+        self.options = {"burst": burst, "auto": auto, "start": start, "clock": clock, "rand": rand}
         self.buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, key: str) -> TokenBucket:
         if key not in self.buckets:
-            self.buckets[key] = TokenBucket(
-                self.rates,
-                burst=self.burst,
-                auto=self.auto,
-                start=self.start,
-                clock=self.clock,
-                rand=self.rand,
-            )
+            self.buckets[key] = TokenBucket(self.rates, **self.options)  # type: ignore[arg-type]
         return self.buckets[key]
 
     async def run(
