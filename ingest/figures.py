@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from scrapy import signals
 
 from ingest.items import STATES
-from ingest.ratelimit.rates import Rate, parse_rates
+from ingest.ratelimit.rates import Rate, parse_rate_setting, parse_rates
 
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
@@ -81,7 +81,9 @@ class Figures:
         figures = _OF_CRAWLER.get(crawler)
         if figures is None:
             assert crawler.stats is not None
-            figures = cls(crawler.stats, parse_rates(crawler.settings.get("RATELIMIT_RATE")))
+            setting = parse_rate_setting(crawler.settings.get("RATELIMIT_RATE"))
+            start = parse_rates(crawler.settings.get("RATELIMIT_START"), "RATELIMIT_START")
+            figures = cls(crawler.stats, setting.rates or start)
             distributed = crawler.settings.getbool("DISTRIBUTED")
             crawler.signals.connect(
                 lambda spider: figures.opened(None if distributed else spider),
@@ -100,6 +102,12 @@ class Figures:
         self.total = len(ids) if ids is not None else None
         if self.total is not None:
             self.stats.set_value("ids/total", self.total)
+
+    def limit(self) -> Rate:
+        """The limit to measure against: the one inferred from 429s if any, else the
+        rate configured (the first: the shortest period)."""
+        inferred = self.stats.get_value("ratelimit/inferred_limit")
+        return parse_rates(inferred)[0] if inferred else self.rates[0]
 
     def request_sent(self) -> None:
         now = self.clock()

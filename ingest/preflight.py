@@ -28,7 +28,7 @@ from ingest.ids import id_source
 from ingest.keys import load_keys
 from ingest.masking import mask_url
 from ingest.pagination import check_listing_url, parse_pagination, parse_since
-from ingest.ratelimit.rates import parse_rates
+from ingest.ratelimit.rates import parse_rate_setting, parse_rates
 from ingest.storage import open_store
 from ingest.storage.base import StorageError
 
@@ -118,7 +118,10 @@ def check_settings(settings: BaseSettings, api_url: str | None = None) -> None:
     BatchSpec.from_settings(settings)
     load_keys(settings)
     if settings.getbool("RATELIMIT_ENABLED"):
-        parse_rates(settings.get("RATELIMIT_RATE"))
+        parse_rate_setting(settings.get("RATELIMIT_RATE"))
+        start = settings.get("RATELIMIT_START")
+        if len(parse_rates(start, "RATELIMIT_START")) != 1:
+            raise ConfigError(f"RATELIMIT_START must be one rate like 60/60, got {start!r}")
         if settings.get("RATELIMIT_SHARED_RATE") is not None:
             parse_rates(settings.get("RATELIMIT_SHARED_RATE"), "RATELIMIT_SHARED_RATE")
         parse_int("RATELIMIT_BURST", settings.get("RATELIMIT_BURST"), least=1)

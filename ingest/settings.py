@@ -42,7 +42,8 @@ ITEM_SCHEMA = str(Path(__file__).resolve().parent / "schemas" / "item.schema.jso
 
 # ---------------------------------------------------------------- rate limit
 RATELIMIT_ENABLED = True
-RATELIMIT_RATE = "100/60"  # N/SECONDS; several comma-separated rates all apply
+RATELIMIT_RATE = "100/60"  # N/SECONDS; several comma-separated rates all apply; or auto
+RATELIMIT_START = "60/60"  # with RATELIMIT_RATE=auto: the pace to start from
 RATELIMIT_BURST = 1  # tokens that may go at once; 1 = evenly spaced
 RATELIMIT_BACKEND = "memory"  # or "redis" (shared by workers)
 # N/SECONDS that all keys together keep to as well (a cap per IP or per account)

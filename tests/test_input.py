@@ -20,6 +20,26 @@ BAD_INPUT = [
     (["-a", "ids=1-3", "-a", "idz=1-5"], {}, "idz='1-5'"),
     (IDS, {"RATELIMIT_RATE": "fast"}, "RATELIMIT_RATE must look like 100/60"),
     (IDS, {"RATELIMIT_RATE": "0/60"}, "'0/60'"),
+    (
+        IDS,
+        {"RATELIMIT_RATE": "auto,fast"},
+        "RATELIMIT_RATE must look like 100/60 (requests/seconds) or auto, got 'auto,fast'",
+    ),
+    (
+        IDS,
+        {"RATELIMIT_RATE": "auto", "RATELIMIT_START": "soon"},
+        "RATELIMIT_START must look like 100/60 (requests/seconds), got 'soon'",
+    ),
+    (
+        IDS,
+        {"RATELIMIT_START": "0/60"},
+        "RATELIMIT_START needs a positive count and period, got '0/60'",
+    ),
+    (
+        IDS,
+        {"RATELIMIT_START": "1/1,60/60"},
+        "RATELIMIT_START must be one rate like 60/60, got '1/1,60/60'",
+    ),
     (IDS, {"RATELIMIT_BURST": "0"}, "RATELIMIT_BURST must be an integer >= 1, got '0'"),
     (IDS, {"RATELIMIT_BACKEND": "disk"}, "RATELIMIT_BACKEND must be memory or redis, got 'disk'"),
     (IDS, {"RATELIMIT_MAX_PAUSE": "-1"}, "RATELIMIT_MAX_PAUSE must be a number of seconds >= 0"),

@@ -54,8 +54,32 @@ def test_a_limit_20_percent_lower_than_configured_costs_few_429s(mockapi, tmp_pa
     record = api.requests()
     assert statuses(record)[429] <= 0.02 * len(record)
     assert len(terminal_states(db)) == n and set(terminal_states(db).values()) == {"stored"}
-    assert "learned from an unexpected 429" in done.stderr
+    # The limit is inferred from the first 429, not merely approached by cutting the pace.
+    assert "Inferred limit for http://127.0.0.1" in done.stderr
+    assert "'ratelimit/inferred_limit': '100/5'" in done.stderr
     assert re.search(r"'ratelimit/429_unexpected': [1-9]", done.stderr)
+
+
+def test_auto_finds_an_unknown_limit_and_keeps_under_it(mockapi, tmp_path: Path) -> None:
+    n = 150
+    api = mockapi("--limit", "50/5", "--algorithm", "sliding")
+    db = sqlite_url(tmp_path)
+    done = crawl(
+        api.url_template,
+        db,
+        "-a",
+        f"ids=1-{n}",
+        RATELIMIT_RATE="auto",
+        RATELIMIT_START="300/60",  # 5/s, ramping up: the limit (10/s) within seconds
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    record = api.requests()
+    assert 1 <= statuses(record)[429] <= 4
+    assert len(terminal_states(db)) == n and set(terminal_states(db).values()) == {"stored"}
+    assert "Inferred limit for http://127.0.0.1" in done.stderr
+    inferred = re.search(r"'ratelimit/inferred_rate': ([\d.]+)", done.stderr)
+    assert inferred and 540 <= float(inferred.group(1)) <= 600, done.stderr[-3000:]
+    assert re.search(r"\(inferred \d+/\d+ s from \d x 429\)", done.stderr)
 
 
 def test_a_hidden_second_quota_costs_few_429s(mockapi, tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from ingest.config import ConfigError
+from ingest.ratelimit.auto import RECORD
 from ingest.ratelimit.backends.redis import RedisBackend, RedisUnavailable
 from ingest.ratelimit.bucket import (
     MARGIN,
@@ -412,6 +413,30 @@ def test_429s_from_before_a_pause_are_not_news(redis_url: str) -> None:
     run(scenario)
 
 
+def test_one_workers_429_teaches_every_worker_the_inferred_limit(redis_url: str) -> None:
+    # Two workers find an unknown limit together (RATELIMIT_RATE=auto): each sends half
+    # the requests, in turn, on the shared record; the 429 comes to one of them.
+    async def scenario() -> None:
+        clock = FakeClock(1_800_000_000.0)
+        async with exact(redis_url, [], clock=clock, n=2, auto=True) as [a, b]:
+            # Ramped up beyond the limit already: only the record matters here.
+            await a.run(API, lambda bucket: setattr(bucket.state, "pace", 1000.0))
+            for i in range(101):  # 12 a second: the 101st in 10 s is refused (sliding 100/10)
+                worker = (a, b)[i % 2]
+                clock.now = 1_800_000_000.0 + i / 12
+                slot = await worker.run(API, TokenBucket.reserve)
+                clock.now = max(clock.now, slot.at)
+                await worker.run(API, TokenBucket.confirm, slot)
+            # The 101st went 8.33 s after the first: the log frees a place 1.75 s later.
+            lesson = await a.run(API, TokenBucket.limited, clock.now, 2.0, clock.now)
+            assert lesson.inferred is not None
+            assert (lesson.inferred.limit, lesson.inferred.period) == (100, 10.0)
+            assert await b.run(API, TokenBucket.per_minute) == pytest.approx(600)
+            assert not await b.run(API, lambda bucket: bucket.ramping)
+
+    run(scenario)
+
+
 # ------------------------------------------------------------ many workers
 
 
@@ -423,7 +448,9 @@ def test_three_workers_share_one_pace(redis_url: str) -> None:
         async with workers(redis_url, [Rate(100, 10)], 3) as backends:
             booked = await asyncio.gather(*(worker(w) for w in backends))
             stored = await backends[0].client.hget(RedisBackend.key(API), "state")
-            assert len(BucketState.loads(stored).sends) == 100  # the window's worth, no more
+            # Every send, for the inference, up to its record's length (a window's worth
+            # when that is longer).
+            assert len(BucketState.loads(stored).sends) == min(300, RECORD)
         times = sorted(slot.at for slots in booked for slot in slots)
         assert len(times) == len(set(times)) == 300
         assert all(times[i + 100] - times[i] >= 10 for i in range(len(times) - 100))

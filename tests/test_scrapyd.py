@@ -161,8 +161,8 @@ def test_a_bad_setting_ends_the_job_before_any_request(
     pid = started_pid(server, job)
     said = re.findall(rf"\[Launcher,{pid}/stderr\] (.*?)\n(?=\d{{4}}-)", server.server_log(), re.S)
     assert said == [
-        "scrapy crawl api: error: RATELIMIT_RATE must look like 100/60 (requests/seconds), "
-        "got 'fast'"
+        "scrapy crawl api: error: RATELIMIT_RATE must look like 100/60 (requests/seconds) "
+        "or auto, got 'fast'"
     ]
     assert re.search(rf"Process died: exitstatus=2 .* job='{job}'", server.server_log())
 

@@ -120,7 +120,7 @@ class ProgressBar:
         s = self.figures.snapshot()
         self.bar.ncols = self._width()
         self.bar.n = s.done
-        limit = 60 * self.figures.rates[0].per_second
+        limit = 60 * self.figures.limit().per_second
         self.bar.set_description_str(bar_text(s, limit), refresh=False)
         self.bar.refresh()
 

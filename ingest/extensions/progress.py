@@ -39,7 +39,7 @@ def progress_line(s: Snapshot) -> str:
         paused += f", resuming in {duration(s.pause_left)}"
     parts.append(paused)
     if s.pace_source:
-        parts.append(f"pace {s.pace:.0f}/min, {s.pace_source}")
+        parts.append(f"pace {s.pace:.1f}/min, {s.pace_source}")
     if s.eta is not None:
         parts.append(f"ETA {duration(s.eta)}")
     return " | ".join(parts)
@@ -49,7 +49,7 @@ def summary_record(s: Snapshot, figures: Figures, reason: str, keys: int = 1) ->
     """The summary's figures, as kept in JOBDIR and shown by ``ingest-status --json``.
     With several keys, the limit is each key's, times as many keys."""
     rate = figures.overall_per_minute()
-    limit = figures.rates[0]
+    limit = figures.limit()
     per_second = limit.per_second * keys
     return {
         "reason": reason,

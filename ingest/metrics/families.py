@@ -96,6 +96,12 @@ class CrawlCollector(Collector):
             {s.pace_source or "configured": 1},
             kind=GaugeMetricFamily,
         )
+        if (inferred := stats.get("ratelimit/inferred_rate")) is not None:
+            yield f.gauge(
+                "ingest_inferred_limit_per_minute",
+                "The slowest limit inferred from 429s, in requests a minute",
+                inferred,
+            )
         yield f.gauge(
             "ingest_request_rate_per_minute", "Requests sent in the last minute", s.per_minute
         )

@@ -7,18 +7,17 @@ workers, in Redis.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Any
 
+from ingest.ratelimit import auto as auto_mode
 from ingest.ratelimit import learning
 from ingest.ratelimit.rates import Rate, by_period
-from ingest.ratelimit.slots import Confirmation, Pause, Peek, Reservation
+from ingest.ratelimit.slots import Confirmation, Lesson, Pause, Peek, Reservation
+from ingest.ratelimit.state import BucketState
 
 # Each rate is kept this much slower than nominal, so that a send that goes a
 # little late does not make the window after it a little too full. A window is
@@ -44,39 +43,6 @@ GUARD_MIN_INTERVAL = 0.05
 JITTER, JITTER_MAX = 0.05, 1.0
 
 
-@dataclass(slots=True)
-class BucketState:
-    """Everything a bucket remembers between two calls."""
-
-    epoch: int = 0  # bumped when booked slots become void (a pause, a new quota)
-    scale: float = 1.0  # the share of the configured pace in use; < 1 after 429s
-    ceiling: float = 1.0  # the scale at the last unexpected 429
-    changed: float = -math.inf  # when the scale last changed
-    limited_at: float = -math.inf  # the last unexpected 429
-    paused_until: float = -math.inf
-    pause_began: float = -math.inf
-    budget_until: float = -math.inf  # the server said how many are left until then
-    budget_left: int = 0
-    tat: float = -math.inf  # theoretical arrival time of the next token (GCRA)
-    last_sent: float = -math.inf
-    announced: tuple[int, float] | None = None  # the quota the server announces
-    retired_at: float = -math.inf  # when the API last refused this bucket's key
-    sends: deque[float] = field(default_factory=deque)  # booked or sent, oldest first
-
-    def dumps(self) -> str:
-        fields = asdict(self)
-        fields["sends"] = list(self.sends)
-        return json.dumps(fields, separators=(",", ":"))
-
-    @classmethod
-    def loads(cls, text: str | bytes) -> BucketState:
-        fields: dict[str, Any] = json.loads(text)
-        fields["sends"] = deque(fields["sends"])
-        if fields["announced"] is not None:
-            fields["announced"] = tuple(fields["announced"])
-        return cls(**fields)
-
-
 class TokenBucket:
     """Bookings against several rates at once, decided together, and what the
     server's answers teach about them.
@@ -85,7 +51,9 @@ class TokenBucket:
     strictest reading of a quota, safe against fixed windows, sliding logs and
     buckets alike). The rate with the shortest period also sets the pace: a bucket
     of ``burst`` tokens refilled at that rate (GCRA), so that with the default
-    burst of 1 requests are evenly spaced and nothing goes at once.
+    burst of 1 requests are evenly spaced and nothing goes at once. With ``auto``
+    the limit is unknown: the pace starts at ``start`` and ramps up until a 429,
+    whose limit is then inferred (:mod:`ingest.ratelimit.auto`).
     """
 
     def __init__(
@@ -93,51 +61,84 @@ class TokenBucket:
         rates: Sequence[Rate],
         *,
         burst: int = 1,
+        auto: bool = False,
+        start: Rate = auto_mode.START,
         margin: float = MARGIN,
         spacing: float = SPACING,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         state: BucketState | None = None,
     ) -> None:
-        if not rates:
-            raise ValueError("a bucket needs at least one rate")
+        if not rates and not auto:
+            raise ValueError("a bucket needs at least one rate, or auto")
         if burst < 1:
             raise ValueError(f"burst must be at least 1, got {burst!r}")
         self.configured = tuple(rates)
         self.burst, self.margin, self.spacing = burst, margin, spacing
         self.clock, self.rand = clock, rand
+        self.auto = auto
         self.state = state if state is not None else BucketState()
+        if auto and not self.state.pace:
+            self.state.pace = start.per_second
         self._rates()
 
     def _rates(self) -> None:
-        """The rates in force: the configured ones and the one the server announces."""
+        """The rates in force: the configured ones, the one the server announces and
+        those inferred from 429s."""
         announced = self.state.announced
-        self.rates = by_period(self.configured + ((Rate(*announced),) if announced else ()))
-        # The longest window looks back as many sends as its limit: older ones never count.
-        keep = max(r.limit for r in self.rates)
+        inferred = tuple(Rate(int(e[0]), float(e[1])) for e in self.state.inferred)
+        self.pacing = by_period(self.configured + ((Rate(*announced),) if announced else ()))
+        self.rates = by_period(self.pacing + inferred)
+        # The longest window looks back as many sends as its limit, the inference a
+        # record of RECORD sends: older ones never count.
+        keep = max([auto_mode.RECORD, *(r.limit for r in self.rates)])
         if self.state.sends.maxlen != keep:
             self.state.sends = deque(self.state.sends, maxlen=keep)
 
     # -------------------------------------------------------------- the rates
 
     @property
+    def ramping(self) -> bool:
+        """Auto, and nothing known yet of the limit: the pace ramps up."""
+        return self.auto and not self.state.inferred and self.state.announced is None
+
+    @property
     def interval(self) -> float:
         """Seconds between two sends at the pacing rate."""
-        return self.rates[0].interval / self.state.scale
+        interval = self.pacing[0].interval if self.pacing else 0.0
+        # Inferred limits are paced evenly at the slowest: a server bucket, which a
+        # window only approximates, allows no bursts above its rate.
+        for limit, period, *_ in self.state.inferred:
+            interval = max(interval, period / limit)
+        if self.ramping:
+            interval = max(interval, 1 / self.state.pace)
+        return interval / self.state.scale
 
     @property
     def guarded(self) -> bool:
         """Whether actual sends are kept at least an interval (plus SPACING) apart."""
         return self.burst == 1 and self.interval >= GUARD_MIN_INTERVAL
 
+    def per_second(self) -> float:
+        """The pace in use, in requests per second, all rates considered."""
+        per_second = min((r.per_second for r in self.rates), default=math.inf)
+        if self.ramping:
+            per_second = min(per_second, self.state.pace)
+        return per_second * self.state.scale
+
     def per_minute(self) -> float:
         """The pace in use, in requests per minute, all rates considered."""
-        return 60 * min(r.per_second for r in self.rates) * self.state.scale
+        return 60 * self.per_second()
+
+    def inferred_changed(self) -> None:
+        """The inferred limits changed: pace by them from now on."""
+        self._rates()
+        self._void_bookings(self.clock())
 
     def keep_for(self) -> float:
         """Seconds a stored copy of this state still matters: while a window or a pause
         does, and a day at least."""
-        s, longest = self.state, max(r.period for r in self.rates)
+        s, longest = self.state, max((r.period for r in self.rates), default=0.0)
         return max(86_400.0, 2 * longest / s.scale, s.paused_until - self.clock())
 
     def adopt(self, rate: Rate) -> bool:
@@ -267,10 +268,16 @@ class TokenBucket:
             self._void_bookings(now)
             s.budget_left = remaining - sum(1 for t in s.sends if t > sent_at)
 
-    def limited(self, sent_at: float) -> bool:
-        """A 429 the rates did not predict: slow down (True), unless it answers a request
-        sent before the current pause began: part of what caused it, not news."""
-        return learning.slow_down(self.state, sent_at, self.rates[0].period, self.clock())
+    def limited(
+        self, sent_at: float, retry_after: float | None = None, epoch: float | None = None
+    ) -> Lesson:
+        """A 429 the rates did not predict, to the request sent at ``sent_at`` (with the
+        ``Retry-After`` seconds it named; ``epoch``: the wall clock now, which fixed
+        windows are aligned on): infer the limit and pace by it when it is clearly
+        slower, else slow down; not news if the request was sent before the current
+        pause began (part of what caused it)."""
+        offset = 0.0 if epoch is None else epoch - self.clock()
+        return auto_mode.learn(self, sent_at, retry_after, offset)
 
     def refund(self, sent_at: float) -> None:
         """A send the server did not count (a free 304): out of the windows, its token back."""
@@ -281,6 +288,12 @@ class TokenBucket:
         s.last_sent = s.sends[-1] if s.sends else -math.inf
 
     def succeeded(self) -> bool:
-        """An answer that was not rate limited: after a quiet while, probe a little
-        faster. Returns True if the pace changed."""
-        return learning.speed_up(self.state, self.rates[0].period, self.clock())
+        """An answer that was not rate limited: ramp up (auto, before any inference), or
+        after a quiet while probe a little faster. Returns True if the pace changed."""
+        now = self.clock()
+        if self.ramping:
+            return auto_mode.ramp(self.state, now)
+        if auto_mode.probe(self.state, now):
+            self.inferred_changed()
+            return True
+        return learning.speed_up(self.state, self.rates[0].period, now)

@@ -18,10 +18,11 @@ from ingest.backoff import exponential
 from ingest.keys import KEY_META, Key, every_key_rejected, load_keys
 from ingest.ratelimit.backends import Backend, open_backend
 from ingest.ratelimit.bucket import TokenBucket
+from ingest.ratelimit.lessons import Lessons
 from ingest.ratelimit.opening import Opening
 from ingest.ratelimit.pauses import Pauses
 from ingest.ratelimit.quota import Quota, quota_of, rate_limited, retry_after_seconds
-from ingest.ratelimit.rates import Rate, parse_rates
+from ingest.ratelimit.rates import Rate, parse_rate_setting, parse_rates
 from ingest.ratelimit.routing import Router, key_stats
 from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
 
@@ -66,6 +67,7 @@ class RateLimitMiddleware:
         keys: tuple[Key, ...] = (),
         shared: Backend | None = None,
         count_304: bool = True,
+        auto: bool = False,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.crawler, self.backend, self.pauses = crawler, backend, pauses
@@ -84,6 +86,7 @@ class RateLimitMiddleware:
         self.waiter = waiter
         self.burst, self.count_304 = burst, count_304
         self.clock = clock
+        self.lessons = Lessons(backend, stats, pauses, auto=auto)
         self.opening = Opening(waiter.is_stopping, waiter.step) if burst == 1 else None
         self._answered: set[str] = set()
         self._consecutive_429: dict[str, int] = {}
@@ -94,10 +97,16 @@ class RateLimitMiddleware:
         if not s.getbool("RATELIMIT_ENABLED"):
             raise NotConfigured("RATELIMIT_ENABLED is off")
         assert crawler.stats is not None
-        rates = parse_rates(s.get("RATELIMIT_RATE"))
+        setting = parse_rate_setting(s.get("RATELIMIT_RATE"))
+        start = parse_rates(s.get("RATELIMIT_START"), "RATELIMIT_START")[0]
+        rates = setting.rates or (start,)
         burst = s.getint("RATELIMIT_BURST")
         backend = open_backend(
-            s.get("RATELIMIT_BACKEND"), rates, burst=burst, redis_url=s.get("REDIS_URL")
+            s.get("RATELIMIT_BACKEND"),
+            setting.rates,
+            burst=burst,
+            redis_url=s.get("REDIS_URL"),
+            **({"auto": True, "start": start} if setting.auto else {}),
         )
         shared = None
         if shared_rates := s.get("RATELIMIT_SHARED_RATE"):
@@ -122,11 +131,17 @@ class RateLimitMiddleware:
             keys=keys,
             shared=shared,
             count_304=s.getbool("RATELIMIT_COUNT_304"),
+            auto=setting.auto,
         )
-        crawler.stats.set_value("ratelimit/current_rate", round(60 * rates[0].per_second, 3))
+        pace = 60 * min(start.per_second, *(r.per_second for r in rates))
+        crawler.stats.set_value("ratelimit/current_rate", round(pace, 3))
+        if setting.auto:
+            crawler.stats.set_value("ratelimit/pace_source", f"finding the limit, from {start}")
         logger.info(
             "Rate limit %s, burst %d, kept in %s",
-            ",".join(map(str, rates)), burst, s.get("RATELIMIT_BACKEND"),
+            ",".join(["auto"] * setting.auto + [str(r) for r in setting.rates])
+            + (f" (starting at {start})" if setting.auto else ""),
+            burst, s.get("RATELIMIT_BACKEND"),
         )  # fmt: skip
         if middleware.router.keyed:
             for key in keys:
@@ -191,7 +206,7 @@ class RateLimitMiddleware:
         if rate_limited(response.status, quota):
             if key in self.pauses.key_stats:
                 self.stats.inc_value(f"{self.pauses.key_stats[key]}/429")
-            await self._learn(key, sent_at, response.status)
+            await self.lessons.limited(key, sent_at, response.status, wait, self.clock())
             if wait is None and quota is not None and quota.exhausted and quota.reset:
                 wait, why = quota.reset, "quota exhausted until its reset"
             elif wait is None:
@@ -212,7 +227,7 @@ class RateLimitMiddleware:
         elif 200 <= response.status < 400:
             self._consecutive_429.pop(key, None)
             if await self.backend.run(key, TokenBucket.succeeded):
-                await self._report_pace(key, "probing up after 429s", level=logging.DEBUG)
+                await self.lessons.pace(key, level=logging.DEBUG)
         return response
 
     def process_exception(self, request: Request, exception: Exception) -> None:
@@ -233,7 +248,7 @@ class RateLimitMiddleware:
             rate = Rate(quota.limit, quota.window)
             if await self.backend.run(key, TokenBucket.adopt, rate):
                 logger.info("%s announces a quota of %s: pacing by it too", key, rate)
-                await self._report_pace(key, "announced by the server")
+                await self.lessons.pace(key, "announced by the server")
         if quota.remaining is not None:  # as the server last said, for progress and metrics
             self.stats.set_value("ratelimit/quota_remaining", quota.remaining)
         if quota.reset is not None:
@@ -251,21 +266,6 @@ class RateLimitMiddleware:
         else:
             remaining, reset = quota.remaining, quota.reset
             await self.backend.run(key, TokenBucket.budget, remaining, reset, sent_at)
-
-    async def _learn(self, key: str, sent_at: float, status: int) -> None:
-        if await self.backend.run(key, TokenBucket.limited, sent_at):
-            self.stats.inc_value("ratelimit/429_unexpected")
-            await self._report_pace(key, f"learned from an unexpected {status}")
-
-    async def _report_pace(self, key: str, why: str, level: int = logging.INFO) -> None:
-        pace = await self.backend.run(key, TokenBucket.per_minute)
-        if key in self.pauses.key_stats:
-            self.stats.set_value(f"{self.pauses.key_stats[key]}/pace", round(pace, 3))
-            key = self.pauses.names[key]
-        else:
-            self.stats.set_value("ratelimit/current_rate", round(pace, 3))
-            self.stats.set_value("ratelimit/pace_source", why)
-        logger.log(level, "Pace for %s now %.1f/min (%s)", key, pace, why)
 
     def _requeue(self, request: Request, response: Response) -> Request | Response:
         retries = request.meta.get(RETRIES_META, 0) + 1

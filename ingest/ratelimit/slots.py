@@ -1,8 +1,12 @@
-"""What a bucket answers: a slot booked, a slot confirmed, a pause asked for, a look ahead."""
+"""What a bucket answers: a slot booked or confirmed, a pause, a look ahead, a lesson."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ingest.ratelimit.inference import Inference
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,3 +54,18 @@ class Peek:
     ready: float
     retired_at: float
     now: float
+
+
+@dataclass(frozen=True, slots=True)
+class Lesson:
+    """What an unexpected 429 taught: whether it was news at all (``unexpected``: not an
+    answer to a request sent before the current pause), and the limit inferred from it
+    when one was adopted (``inferred``), from ``rejections`` unexpected 429s so far."""
+
+    unexpected: bool
+    inferred: Inference | None = None
+    rejections: int = 0
+    ago: float = 0.0  # seconds from the refused request's send to the lesson
+
+    def __bool__(self) -> bool:
+        return self.unexpected

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import scrapy
 
@@ -38,6 +39,7 @@ from tests.benchmarks.clients import (
 from tests.support.mockapi import MockAPI, span, statuses
 
 NOMINAL = "100/10"
+DEFAULT_IDS = 300
 
 
 @dataclass(frozen=True)
@@ -47,11 +49,16 @@ class Case:
     configured: str
     server: tuple[str, ...]
     about: str
+    ids: int | None = None  # ids per run when --ids is not given (else 300)
 
     def ideal(self, n: int) -> float:
         """The span of `n` requests evenly spaced at the slowest of the server's limits."""
+        return (n - 1) / self.per_second()
+
+    def per_second(self) -> float:
+        """The slowest of the server's limits, in requests a second."""
         limits = parse_limits(self.server[self.server.index("--limit") + 1])
-        return max((n - 1) * limit.period / limit.count for limit in limits)
+        return min(limit.count / limit.period for limit in limits)
 
 
 def nominal(*flags: str) -> tuple[str, ...]:
@@ -87,6 +94,36 @@ CASES = {
         nominal("--algorithm", "fixed", "--error-rate", "0.05", "--error-statuses", "503"),
         "fixed, 5% of allowed requests answered 503",
     ),
+    # The limit unknown or wrong (issue 16): judged on 600 ids unless said.
+    "auto-fixed": Case("auto", nominal("--algorithm", "fixed"), "auto, server fixed", 600),
+    "auto-sliding": Case("auto", nominal("--algorithm", "sliding"), "auto, server sliding", 600),
+    "auto-token-burst5": Case(
+        "auto", nominal("--algorithm", "token", "--burst", "5"), "auto, token burst 5", 600
+    ),
+    "limit-20pct-lower-retry5": Case(
+        "120/10",
+        nominal("--algorithm", "sliding", "--retry-after-value", "5"),
+        "configured 120/10, server 100/10 sliding that answers every 429 Retry-After: 5",
+        600,
+    ),
+    "twice-the-limit": Case(
+        "20/2",
+        ("--limit", "10/2", "--algorithm", "sliding"),
+        "configured 20/2, server sliding 10/2",
+        300,
+    ),
+    "hidden-quota-600": Case(
+        NOMINAL,
+        ("--limit", f"{NOMINAL},150/30", "--algorithm", "fixed"),
+        "configured 100/10, server also 150/30 (fixed)",
+        600,
+    ),
+    "auto-hidden-quota": Case(
+        "auto",
+        ("--limit", f"{NOMINAL},150/30", "--algorithm", "fixed"),
+        "auto, server 100/10 and 150/30 (fixed)",
+        600,
+    ),
 }
 COLUMNS = (
     "case",
@@ -95,6 +132,8 @@ COLUMNS = (
     "span s",
     "span/ideal",
     "429s",
+    "after 1st 429",
+    "efficiency",
     "503s",
     "requests",
     "ids lost",
@@ -124,6 +163,7 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
     answered = {e["id"] for e in record if e["status"] in (200, 404)}
     seen = statuses(record)
     took = span(record)
+    after = after_first_429(record, case.per_second())
     return [
         name,
         client,
@@ -131,6 +171,8 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
         f"{took:.1f}",
         f"{took / ideal:.3f}",
         str(seen[429]),
+        "—" if after is None else f"{after:.3f}",
+        f"{ideal / took:.3f}" if took else "—",
         str(seen[503]),
         str(len(record)),
         str(n - len(answered)),
@@ -139,6 +181,17 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
         f"{result.cpu:.2f}",
         f"{result.peak_rss_mb:.0f}",
     ]
+
+
+def after_first_429(record: list[dict[str, Any]], per_second: float) -> float | None:
+    """Requests answered (not 429) from the first 429 to the last request, per second,
+    as a share of the server's limit; None without a 429."""
+    limited = [e["t"] for e in record if e["status"] == 429]
+    if not limited:
+        return None
+    first, last = min(limited), max(e["t"] for e in record)
+    served = sum(1 for e in record if e["t"] >= first and e["status"] != 429)
+    return served / (last - first) / per_second if last > first else None
 
 
 def outcome(result: Result) -> str:
@@ -186,9 +239,16 @@ def cpu_model() -> str:
 
 
 def report(
-    table: str, *, command: str, n: int, cases: list[str], took: float, load: float, code: str
+    table: str,
+    *,
+    command: str,
+    n: int | None,
+    cases: list[str],
+    took: float,
+    load: float,
+    code: str,
 ) -> str:
-    ideal = CASES["fixed"].ideal(n)
+    ideal = CASES["fixed"].ideal(n or DEFAULT_IDS)
     lines = [
         "# Pacing benchmark",
         "",
@@ -196,8 +256,13 @@ def report(
         f"- Machine: {os.cpu_count()} CPUs ({cpu_model()}), load average {load:.2f} at start; "
         f"Python {platform.python_version()}, Scrapy {scrapy.__version__}.",
         f"- Command: `{command}`; code: {code}.",
-        f"- Scale: {n} ids per run (`1-{n}`) at a nominal {NOMINAL}: {ideal:.1f} s ideal; "
-        "a run still going after 2 x ideal + 60 s is killed (outcome `timeout`).",
+        (
+            f"- Scale: {n} ids per run (`1-{n}`)"
+            if n
+            else f"- Scale: each case's ids per run (listed below), else {DEFAULT_IDS}"
+        )
+        + f"; at a nominal {NOMINAL}, {n or DEFAULT_IDS} ids take {ideal:.1f} s "
+        "ideally; a run still going after 2 x ideal + 60 s is killed (outcome `timeout`).",
         "- One run per cell, nothing averaged: a cell that a few milliseconds decide (a 429 "
         "from a token bucket with burst 1) can differ from one run to the next.",
         "",
@@ -212,6 +277,9 @@ def report(
         "sliding windows let a client send a whole window's count at once, so a bursty client "
         "can finish below 1.0 without a 429.",
         "- **429s**, **503s**, **requests**: responses and requests the server recorded.",
+        "- **after 1st 429**: requests answered (not 429) from the first 429 to the last "
+        "request, per second, as a share of the server's slowest limit (— without a 429).",
+        "- **efficiency** = ideal / span: against smooth pacing at the slowest limit.",
         "- **ids lost**: ids the server never answered 200 or 404.",
         "- **done (client)**: ids the client itself reports done (ingest: `stored` and "
         "`not_found` rows in its SQLite database); — when it was killed or failed.",
@@ -224,7 +292,10 @@ def report(
         "",
     ]
     lines += [
-        f"- `{name}`: {CASES[name].about} (`{' '.join(CASES[name].server)}`)" for name in cases
+        f"- `{name}`: {CASES[name].about} (`{' '.join(CASES[name].server)}`"
+        + (f"; {CASES[name].ids} ids" if CASES[name].ids and not n else "")
+        + ")"
+        for name in cases
     ]
     lines += [
         "",
@@ -255,17 +326,18 @@ def main() -> None:
     add = parser.add_argument
     add("--clients", type=lambda v: split(v, NAMES), default=list(NAMES))
     add("--cases", type=lambda v: split(v, tuple(CASES)), default=list(CASES))
-    add("--ids", type=int, default=300, help="ids per run (default: 300)")
+    add("--ids", type=int, help=f"ids per run (default: the case's, else {DEFAULT_IDS})")
     add("--out", type=Path, default=REPO_ROOT / "docs" / "benchmarks" / "pacing.md")
     args = parser.parse_args()
-    if args.ids < 2:
+    if args.ids is not None and args.ids < 2:
         parser.error(f"--ids must be at least 2, got {args.ids}")
     command = shlex.join(["python", "-m", "tests.benchmarks.pacing", *sys.argv[1:]])
     load, started, code = os.getloadavg()[0], time.monotonic(), code_version()
     rows = []
     for name in args.cases:
         for client in args.clients:
-            rows.append(measure(CASES[name], name, client, args.ids))
+            n = args.ids or CASES[name].ids or DEFAULT_IDS
+            rows.append(measure(CASES[name], name, client, n))
             print(" | ".join(rows[-1]), flush=True)
     table = markdown(rows)
     took = time.monotonic() - started

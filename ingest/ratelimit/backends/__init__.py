@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 if TYPE_CHECKING:
     from ingest.ratelimit.bucket import TokenBucket
@@ -29,13 +29,19 @@ class Backend(Protocol):
 
 
 def open_backend(
-    name: str, rates: Sequence[Rate], *, burst: int, redis_url: str | None = None
+    name: str,
+    rates: Sequence[Rate],
+    *,
+    burst: int,
+    redis_url: str | None = None,
+    **auto: Any,
 ) -> Backend:
-    """The backend a RATELIMIT_BACKEND names; Redis is imported only when asked for."""
+    """The backend a RATELIMIT_BACKEND names; Redis is imported only when asked for.
+    ``auto``: ``auto=True`` and the ``start`` rate, for an unknown limit."""
     if name == "redis":
         from ingest.ratelimit.backends.redis import RedisBackend
 
-        return RedisBackend.from_url(str(redis_url), rates, burst=burst)
+        return RedisBackend.from_url(str(redis_url), rates, burst=burst, **auto)
     from ingest.ratelimit.backends.memory import MemoryBackend
 
-    return MemoryBackend(rates, burst=burst)
+    return MemoryBackend(rates, burst=burst, **auto)

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
+from ingest.ratelimit.auto import START
 from ingest.ratelimit.bucket import TokenBucket
 
 if TYPE_CHECKING:
@@ -24,17 +25,18 @@ class MemoryBackend:
         rates: Sequence[Rate],
         *,
         burst: int = 1,
+        auto: bool = False,
+        start: Rate = START,
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
         self.rates, self.burst, self.clock, self.rand = tuple(rates), burst, clock, rand
+        self.options = {"burst": burst, "auto": auto, "start": start, "clock": clock, "rand": rand}
         self.buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, key: str) -> TokenBucket:
         if key not in self.buckets:
-            self.buckets[key] = TokenBucket(
-                self.rates, burst=self.burst, clock=self.clock, rand=self.rand
-            )
+            self.buckets[key] = TokenBucket(self.rates, **self.options)  # type: ignore[arg-type]
         return self.buckets[key]
 
     async def run(

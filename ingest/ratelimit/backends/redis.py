@@ -23,7 +23,9 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ingest.config import ConfigError
 from ingest.masking import mask_url
-from ingest.ratelimit.bucket import MARGIN, SPACING, BucketState, TokenBucket
+from ingest.ratelimit.auto import START
+from ingest.ratelimit.bucket import MARGIN, SPACING, TokenBucket
+from ingest.ratelimit.state import BucketState
 
 if TYPE_CHECKING:
     from ingest.ratelimit.rates import Rate
@@ -59,6 +61,8 @@ class RedisBackend:
         rates: Sequence[Rate],
         *,
         burst: int = 1,
+        auto: bool = False,
+        start: Rate = START,
         margin: float = MARGIN,
         spacing: float = SPACING,
         rand: Callable[[], float] = random.random,
@@ -66,8 +70,9 @@ class RedisBackend:
         url: str | None = None,
         owns_client: bool = False,
     ) -> None:
-        TokenBucket(rates, burst=burst)  # the same checks of rates and burst
+        TokenBucket(rates, burst=burst, auto=auto)  # the same checks of rates and burst
         self.client, self.rates, self.burst = client, tuple(rates), burst
+        self.auto, self.start = auto, start
         self.margin, self.spacing, self.rand, self.clock = margin, spacing, rand, clock
         self._owns_client = owns_client
         kwargs = client.connection_pool.connection_kwargs
@@ -123,6 +128,8 @@ class RedisBackend:
         return TokenBucket(
             self.rates,
             burst=self.burst,
+            auto=self.auto,
+            start=self.start,
             margin=self.margin,
             spacing=self.spacing,
             clock=lambda: now,

@@ -1,0 +1,135 @@
+"""An unknown limit: a cautious pace that grows until a 429, then the limit inferred from it."""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any
+
+from ingest.ratelimit import learning
+from ingest.ratelimit.inference import infer
+from ingest.ratelimit.rates import Rate
+from ingest.ratelimit.slots import Lesson
+
+if TYPE_CHECKING:
+    from ingest.ratelimit.bucket import TokenBucket
+    from ingest.ratelimit.inference import Inference
+    from ingest.ratelimit.state import BucketState
+
+START = Rate(60, 60)
+# The ramp: each step held HOLD seconds (so that the short windows of the server's
+# possible limits are seen full at that pace, and refuted by history if they are not
+# the limit), the pace times GROWTH at each step. Slower growth spends less of a fixed
+# window's quota before its end (the pause after the first 429 is shorter) but takes
+# longer to get there; measured against fixed, sliding and token limits, this was the
+# best of 1.1 to 1.5 every 1 to 3 s.
+HOLD = 2.0
+GROWTH = 1.35
+# Sends remembered for the inference: enough for windows up to a minute or two at
+# ten requests a second; a window reaching further back than the record is not judged.
+RECORD = 1024
+# A configured rate is corrected only by an inference clearly slower than the pace in
+# use (CONFIGURED_SLOWER); anything closer is timing noise (a bucket with no burst), met
+# as before. An inferred limit is refined by one CLEARLY_SLOWER than the pace in use.
+CONFIGURED_SLOWER = 0.9
+CLEARLY_SLOWER = 0.95
+# After this long without an unexpected 429 (and PROBE_PERIODS of the inferred
+# limit's period), the inferred limits grow by PROBE_STEP of themselves (one at least).
+PROBE_QUIET = 120.0
+PROBE_PERIODS = 10
+PROBE_STEP = 0.01
+
+
+def ramp(state: BucketState, now: float) -> bool:
+    """Step the pace up once it has been held HOLD seconds; True if it changed."""
+    if state.ramped == -math.inf:
+        state.ramped = now
+        return False
+    if now - state.ramped < HOLD:
+        return False
+    state.pace *= GROWTH
+    state.ramped = now
+    return True
+
+
+def learn(bucket: TokenBucket, sent_at: float, retry_after: float | None, offset: float) -> Lesson:
+    """An unexpected 429 to the request sent at ``sent_at``: adopt the limit it shows
+    when that is clearly slower than the pace in use (or while ramping); otherwise slow
+    down as before. ``offset``: epoch seconds minus the bucket's clock."""
+    s, now = bucket.state, bucket.clock()
+    if sent_at not in s.rejected:
+        s.rejected.append(sent_at)
+    if sent_at <= s.pause_began:
+        return Lesson(unexpected=False)
+    s.rejections += 1
+    sends = sorted(s.sends)
+    since = sends[0] if s.sends.maxlen is not None and len(s.sends) >= s.sends.maxlen else -math.inf
+    ramping = bucket.ramping
+    found = infer(
+        sends,
+        set(s.rejected),
+        sent_at,
+        retry_after,
+        since=since,
+        offset=offset,
+        buckets=bool(s.inferred),
+        periods=() if bucket.auto else {rate.period for rate in bucket.configured},
+        resumed=s.paused_until,
+    )
+    slower = CLEARLY_SLOWER if bucket.auto or s.inferred else CONFIGURED_SLOWER
+    if found is not None and (ramping or found.per_second < slower * bucket.per_second()):
+        adopt(s, found)
+        s.limited_at = now
+        bucket.inferred_changed()
+        return Lesson(True, found, s.rejections, now - sent_at)
+    if ramping:
+        # Nothing explains it (too little record): the ramp goes on from a step back.
+        s.pace /= GROWTH
+        s.ramped = s.limited_at = now
+        return Lesson(unexpected=True, rejections=s.rejections)
+    learning.slow_down(s, sent_at, bucket.rates[0].period, now)
+    return Lesson(unexpected=True, rejections=s.rejections)
+
+
+def adopt(state: BucketState, found: Inference) -> None:
+    """Pace by the inferred limit too: it replaces one inferred for the same period."""
+    kept = [entry for entry in state.inferred if entry[1] != found.period]
+    kept.append([found.limit, found.period, found.kind, state.rejections])
+    state.inferred = sorted(kept, key=lambda entry: entry[1])
+
+
+def probe(state: BucketState, now: float) -> bool:
+    """After a long quiet stretch, raise the inferred limits a little; True if they changed."""
+    if not state.inferred:
+        return False
+    quiet = max(PROBE_QUIET, PROBE_PERIODS * max(entry[1] for entry in state.inferred))
+    if now - max(state.limited_at, state.probed) < quiet:
+        return False
+    if state.probed == -math.inf and state.limited_at == -math.inf:
+        state.probed = now
+        return False
+    for entry in state.inferred:
+        entry[0] += max(1, round(entry[0] * PROBE_STEP))
+    state.probed = now
+    return True
+
+
+def inferred(bucket: TokenBucket) -> list[list[Any]]:
+    """A bucket's limits inferred so far, ``[limit, period, kind, 429s]`` each (an
+    operation for a backend to run)."""
+    return [list(entry) for entry in bucket.state.inferred]
+
+
+def slowest(entries: list[list[Any]]) -> tuple[Rate, int] | None:
+    """The slowest inferred limit, and from how many 429s it was inferred."""
+    if not entries:
+        return None
+    limit, period, _kind, rejections = min(entries, key=lambda e: e[0] / e[1])
+    return Rate(int(limit), float(period)), int(rejections)
+
+
+def explain(found: Inference) -> str:
+    """``100/10 s (fixed window)``, ``101/10 s (token bucket, burst 5 at least)``."""
+    rate = Rate(found.limit, found.period)
+    if found.kind == "token":
+        return f"{rate} s (token bucket, burst {found.burst} at least)"
+    return f"{rate} s ({found.kind} window)"

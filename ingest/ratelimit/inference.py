@@ -1,0 +1,283 @@
+"""What limit the server enforces, inferred from the times of what was sent and what it refused.
+
+Pure: :func:`infer` looks at a record of send times (ours: every request that left,
+accepted or refused), the send times of the requests the server refused, and one
+refusal to explain (a 429 to the request sent at ``at``, with the ``Retry-After`` it
+named, if any). Each hypothesis is a window length ``w`` and a kind:
+
+- **sliding**: at most L sends in any ``w`` seconds, refused ones counted too (a
+  sliding log). The refusal says the window ending at ``at`` was over: L is its
+  count minus one.
+- **fixed**: at most L accepted sends in each window of ``w`` seconds aligned on the
+  epoch (refusals are free). L is the accepted count in ``at``'s window before it.
+
+- **token** (from a second 429 on): a bucket refilled at some rate, with some burst.
+
+Sends after ``at`` are left out: the server had not seen them (they were in flight).
+A hypothesis is refuted by history when an earlier accepted send would have been
+over its limit, and by the ``Retry-After`` when the wait it predicts is not the one
+the server named (whole seconds, so ±1 s); a ``Retry-After`` that agrees with no
+hypothesis, or only with much slower ones (a proxy that always says the same), is
+ignored. Of those left, the fastest wins: a guess too fast costs one more 429, which
+then refutes it; a guess too slow would cost throughput for the rest of the crawl.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+# Candidate window lengths, seconds. Limits are quoted per second, minute and hour, but
+# also per 2, 5, 10, 15 or 30 seconds, 2, 5, 10 or 15 minutes: a length that is not a
+# candidate is read as a longer one (150/30 as about 150/60), which paces too slowly.
+WINDOWS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 3600.0)
+KINDS = ("sliding", "fixed")
+# Retry-After is whole seconds, rounded up; the clocks at both ends differ a little.
+TOLERANCE = 1.0
+# A hypothesis whose window stays full longer than Retry-After (plus this, for the way
+# to the server) is refuted whatever else is said: rounded up, the header is never short.
+SOONER = 0.1
+# Of hypotheses this close to the fastest, the one with the longest window is taken: a
+# ramp's last seconds make every short window look a little faster than it is.
+NEAR = 0.9
+# A Retry-After chooses among the hypotheses only when one that agrees with it is at
+# least this fast: one that agrees only with much slower ones is more likely a proxy's
+# fixed answer than a coincidence of the server's windows.
+AGREEING = 0.8
+# People set limits in round numbers: a fixed window's count, which the server counts
+# exactly as we do, that is a multiple of ROUND and agrees with the Retry-After is
+# believed even when it is much slower; of near hypotheses, a round one is preferred.
+ROUND = 5
+# ... when at least 1/FRESH as many sends went before its window as in it.
+FRESH = 10
+# A token bucket: looked for from the fastest pace of BUCKET_LEAST sends in a row down,
+# in steps of BUCKET_STEP, to BUCKET_SLOWEST of it, over the last BUCKET_RECORD sends;
+# adopted as a rate per BUCKET_PERIOD seconds.
+BUCKET_LEAST, BUCKET_RECORD = 10, 1024
+BUCKET_STEP, BUCKET_SLOWEST = 0.005, 0.5
+BUCKET_PERIOD = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Inference:
+    """At most ``limit`` requests per ``period`` seconds (``kind``: sliding, fixed or
+    token), as read from the window that held ``sent`` sends when the request sent at
+    ``at`` was refused."""
+
+    limit: int
+    period: float
+    kind: str
+    sent: int
+    at: float
+    burst: int = 0  # a token bucket's, at least
+    start: float = -math.inf  # when the window that held ``sent`` began
+
+    @property
+    def per_second(self) -> float:
+        return self.limit / self.period
+
+
+def infer(
+    sends: Sequence[float],
+    rejected: Collection[float],
+    at: float,
+    retry_after: float | None = None,
+    *,
+    windows: Sequence[float] = WINDOWS,
+    since: float = -math.inf,
+    offset: float = 0.0,
+    buckets: bool = False,
+    periods: Collection[float] = (),
+    resumed: float = -math.inf,
+) -> Inference | None:
+    """The fastest limit that explains the refusal of the request sent at ``at`` and
+    every acceptance before it; None if none does.
+
+    ``sends``: send times in order, refused ones included; ``rejected``: those refused;
+    ``since``: the record is complete from then on (a window reaching further back is
+    not judged); ``offset``: added to our times to get the epoch seconds that fixed
+    windows are aligned on; ``buckets``: also consider a token bucket (only once the
+    record holds more than one 429: before, a bucket just under the pace of the
+    moment, with the burst the last seconds spent, always explains it); ``periods``:
+    the configured rates' periods, preferred when a hypothesis of that period survives;
+    ``resumed``: when the last pause ended (with ``periods``, a window holding it is not
+    judged).
+    """
+    end = bisect_right(sends, at)
+    if end == 0:
+        return None
+    seen = sends[:end]
+    accepted = [t for t in seen if t != at and t not in rejected]
+    survivors: list[tuple[Inference, float]] = []
+    for w in windows:
+        for kind in KINDS:
+            found = _hypothesis(kind, w, seen, accepted, at=at, since=since, offset=offset)
+            if found is not None:
+                survivors.append(found)
+    if buckets and (bucket := _bucket(seen, rejected, at, since)) is not None:
+        survivors.append((bucket, 1 / bucket.per_second))  # until the next token
+    if retry_after is not None:
+        # A server that says "come back sooner" than a hypothesis would let it refutes
+        # that hypothesis; one that says "later" may be a proxy adding its own wait.
+        survivors = [(h, w) for h, w in survivors if w <= retry_after + SOONER]
+    if not survivors:
+        return None
+    # The periods configured: a rate is more often documented with the right period and
+    # the wrong count than the other way round. If none of them explains the 429, a
+    # window reaching back before the first send (which holds every send so far, and
+    # would explain any 429) is not believed against a rate configured: a lone 429 at
+    # the configured rate is timing noise more often than a limit that slow.
+    if periods:
+        # And a fixed window is believed only once a whole one before it was seen: at
+        # the configured pace, the part of a window before a lone 429 explains it as well;
+        # no window that holds a pause is (its count is low because we waited).
+        survivors = [
+            (h, w)
+            for h, w in survivors
+            if h.start >= resumed
+            and (h.kind != "fixed" or h.start - h.period >= max(seen[0], resumed))
+        ]
+        preferred = [(h, w) for h, w in survivors if h.period in periods]
+        survivors = preferred or [(h, w) for h, w in survivors if h.start > seen[0]]
+        if not survivors:
+            return None
+    fastest = max(h.per_second for h, _ in survivors)
+    if retry_after is not None:
+        agreeing = [(h, w) for h, w in survivors if abs(_whole(w) - retry_after) <= TOLERANCE]
+        if agreeing and (
+            max(h.per_second for h, _ in agreeing) >= AGREEING * fastest
+            or any(_counted(h, seen) and _round(h.limit) for h, _ in agreeing)
+        ):
+            survivors = agreeing
+            fastest = max(h.per_second for h, _ in survivors)
+    near = [h for h, _ in survivors if h.per_second >= NEAR * fastest]
+    return max(near, key=lambda h: (_round(h.limit), h.period, h.kind == "sliding", h.per_second))
+
+
+def _counted(h: Inference, seen: Sequence[float]) -> bool:
+    """A fixed window that began well after the first send: its count is not merely
+    every send so far (which, at the first 429, any window reaching back that far holds)."""
+    return h.kind == "fixed" and bisect_left(seen, h.start) * FRESH >= h.sent
+
+
+def _round(limit: int) -> bool:
+    """Limits are set by people: 100, 150, 5000, rarely 97."""
+    return limit % ROUND == 0
+
+
+def _whole(seconds: float) -> int:
+    """Seconds as Retry-After says them: whole, rounded up, at least 1."""
+    return max(1, math.ceil(seconds - 1e-9))
+
+
+def _hypothesis(
+    kind: str,
+    w: float,
+    seen: Sequence[float],
+    accepted: Sequence[float],
+    *,
+    at: float,
+    since: float,
+    offset: float,
+) -> tuple[Inference, float] | None:
+    """The hypothesis of this kind and length, with the wait it predicts, or None if
+    the record cannot judge it or history refutes it."""
+    if kind == "sliding":
+        start = at - w
+        if start < since:
+            return None
+        first = bisect_right(seen, start)
+        count = len(seen) - first
+        limit = count - 1
+        if limit < 1 or _sliding_exceeded(seen, accepted, w, limit):
+            return None
+        # The server's log is full until its oldest entries leave.
+        wait = seen[min(first + 1, len(seen) - 1)] + w - at
+    else:
+        start = math.floor((at + offset) / w) * w - offset
+        if start < since:
+            return None
+        count = len(accepted) - bisect_left(accepted, start)
+        limit = count
+        if limit < 1 or _fixed_exceeded(accepted, w, limit, offset):
+            return None
+        wait = start + w - at
+    return Inference(limit, w, kind, count, at, start=start), wait
+
+
+def _sliding_exceeded(
+    seen: Sequence[float], accepted: Sequence[float], w: float, limit: int
+) -> bool:
+    """Whether some accepted send found more than ``limit`` sends in the ``w`` seconds
+    ending with it (sends refused before it counted too)."""
+    lo = 0
+    hi = 0
+    for t in accepted:
+        while hi < len(seen) and seen[hi] <= t:
+            hi += 1
+        while seen[lo] <= t - w:
+            lo += 1
+        if hi - lo > limit:
+            return True
+    return False
+
+
+def _fixed_exceeded(accepted: Sequence[float], w: float, limit: int, offset: float) -> bool:
+    """Whether some epoch-aligned window of ``w`` seconds held more than ``limit``
+    accepted sends."""
+    window, count = None, 0
+    for t in accepted:
+        current = math.floor((t + offset) / w)
+        if current != window:
+            window, count = current, 0
+        count += 1
+        if count > limit:
+            return True
+    return False
+
+
+def _bucket(
+    seen: Sequence[float], rejected: Collection[float], at: float, since: float
+) -> Inference | None:
+    """The fastest token bucket (a rate, and some burst) that accepts every accepted
+    send and refuses the one at ``at``: None if none does at a useful rate."""
+    record = [t for t in seen if t >= since][-BUCKET_RECORD:]
+    if len(record) < BUCKET_LEAST:
+        return None
+    fastest = max(
+        (BUCKET_LEAST - 1) / (record[i + BUCKET_LEAST - 1] - record[i] or 1e-9)
+        for i in range(len(record) - BUCKET_LEAST + 1)
+    )
+    rate = fastest
+    while rate > fastest * BUCKET_SLOWEST:
+        burst = _burst(record, rejected, at, rate)
+        if burst is not None:
+            period = BUCKET_PERIOD
+            return Inference(
+                max(1, math.floor(rate * period)), period, "token", len(record), at, burst
+            )
+        rate *= 1 - BUCKET_STEP
+    return None
+
+
+def _burst(
+    record: Sequence[float], rejected: Collection[float], at: float, rate: float
+) -> int | None:
+    """The least burst with which a bucket refilled at ``rate`` accepts every accepted
+    send of ``record`` and refuses the last (at ``at``); None if no burst does.
+
+    The deficit before each send (sends accepted beyond what ``rate`` refilled, at the
+    worst point since) follows Lindley's recursion; a send needs a burst of at least
+    its deficit plus one."""
+    deficit, worst, previous = 0.0, 0.0, None
+    for t in record:
+        if previous is not None:
+            deficit = max(0.0, deficit + (previous not in rejected) - rate * (t - previous))
+        if t == at:
+            return math.floor(worst) + 1 if deficit > worst else None
+        if t not in rejected:
+            worst = max(worst, deficit)
+        previous = t
+    return None
