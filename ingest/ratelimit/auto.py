@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.ratelimit import learning
 from ingest.ratelimit.inference import infer
@@ -11,9 +12,26 @@ from ingest.ratelimit.rates import Rate
 from ingest.ratelimit.slots import Lesson
 
 if TYPE_CHECKING:
-    from ingest.ratelimit.bucket import TokenBucket
     from ingest.ratelimit.inference import Inference
     from ingest.ratelimit.state import BucketState
+
+
+class Bucket(Protocol):
+    """What learning from a 429 reads and changes of a token bucket."""
+
+    state: BucketState
+    clock: Callable[[], float]
+    auto: bool
+    configured: tuple[Rate, ...]
+    rates: tuple[Rate, ...]
+
+    @property
+    def ramping(self) -> bool: ...
+
+    def per_second(self) -> float: ...
+
+    def inferred_changed(self) -> None: ...
+
 
 START = Rate(60, 60)
 # The ramp: each step held HOLD seconds (so that the short windows of the server's
@@ -51,7 +69,7 @@ def ramp(state: BucketState, now: float) -> bool:
     return True
 
 
-def learn(bucket: TokenBucket, sent_at: float, retry_after: float | None, offset: float) -> Lesson:
+def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: float) -> Lesson:
     """An unexpected 429 to the request sent at ``sent_at``: adopt the limit it shows
     when that is clearly slower than the pace in use (or while ramping); otherwise slow
     down as before. ``offset``: epoch seconds minus the bucket's clock."""
@@ -113,7 +131,7 @@ def probe(state: BucketState, now: float) -> bool:
     return True
 
 
-def inferred(bucket: TokenBucket) -> list[list[Any]]:
+def inferred(bucket: Bucket) -> list[list[Any]]:
     """A bucket's limits inferred so far, ``[limit, period, kind, 429s]`` each (an
     operation for a backend to run)."""
     return [list(entry) for entry in bucket.state.inferred]
