@@ -82,8 +82,7 @@ class Figures:
         if figures is None:
             assert crawler.stats is not None
             setting = parse_rate_setting(crawler.settings.get("RATELIMIT_RATE"))
-            start = parse_rates(crawler.settings.get("RATELIMIT_START"), "RATELIMIT_START")
-            figures = cls(crawler.stats, setting.rates or start)
+            figures = cls(crawler.stats, setting.rates)
             distributed = crawler.settings.getbool("DISTRIBUTED")
             crawler.signals.connect(
                 lambda spider: figures.opened(None if distributed else spider),
@@ -103,11 +102,14 @@ class Figures:
         if self.total is not None:
             self.stats.set_value("ids/total", self.total)
 
-    def limit(self) -> Rate:
+    def limit(self) -> Rate | None:
         """The limit to measure against: the one inferred from 429s if any, else the
-        rate configured (the first: the shortest period)."""
+        rate configured (the first: the shortest period); None with ``auto`` alone
+        before any 429 taught one."""
         inferred = self.stats.get_value("ratelimit/inferred_limit")
-        return parse_rates(inferred)[0] if inferred else self.rates[0]
+        if inferred:
+            return parse_rates(inferred)[0]
+        return self.rates[0] if self.rates else None
 
     def request_sent(self) -> None:
         now = self.clock()

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ingest.ratelimit.auto import GROWTH, HOLD
+from ingest.ratelimit.auto import CLIMB, GROWTH, HOLD
 from ingest.ratelimit.bucket import TokenBucket
 from ingest.ratelimit.inference import Inference, infer
 from ingest.ratelimit.rates import Rate
@@ -150,15 +150,101 @@ def auto_bucket(clock: FakeClock, rates: tuple[Rate, ...] = ()) -> TokenBucket:
     return TokenBucket(rates, auto=True, start=Rate(60, 60), clock=clock, rand=lambda: 0.0)
 
 
+def send(b: TokenBucket, clock: FakeClock) -> float:
+    """Book the next slot, wait for it, send: the send time."""
+    slot = b.reserve()
+    clock.now = max(clock.now, slot.at)
+    confirmed = b.confirm(slot)
+    while confirmed.wait:
+        clock.now += confirmed.wait
+        confirmed = b.confirm(slot)
+    assert confirmed.wait == 0.0
+    return confirmed.at
+
+
 def test_auto_starts_cautious_and_ramps_up_step_by_step() -> None:
     clock = FakeClock(EPOCH)
     b = auto_bucket(clock)
-    paces = []
-    for _ in range(4):
-        b.succeeded()
-        paces.append(round(b.per_minute(), 6))
-        clock.now += HOLD
-    assert paces == [round(60 * GROWTH**step, 6) for step in range(4)]
+    paces = [round(b.per_minute(), 6)]
+    while len(paces) < 5:
+        send(b, clock)
+        if b.succeeded():
+            paces.append(round(b.per_minute(), 6))
+    assert paces == [round(60 * GROWTH**step, 6) for step in range(5)]
+    assert clock.now - EPOCH == pytest.approx(4 * HOLD, abs=1.0)
+
+
+def test_the_ramp_raises_only_a_pace_in_use() -> None:
+    # Answers come, but the crawl sends one request where the pace allows ten (it is
+    # held back by its concurrency): that says nothing of a faster pace.
+    clock = FakeClock(EPOCH)
+    b = auto_bucket(clock)
+    b.state.pace = 10.0
+    for _ in range(20):
+        send(b, clock)
+        clock.now += 1.0
+        assert not b.succeeded()
+    assert b.per_second() == 10.0
+
+
+def test_a_ramp_step_books_again_the_slots_booked_at_the_old_pace() -> None:
+    # Sixteen requests booked ahead at 1/s would hold the new pace back 16 s.
+    clock = FakeClock(EPOCH)
+    b = auto_bucket(clock)
+    send(b, clock)
+    b.succeeded()
+    ahead = [b.reserve() for _ in range(16)]
+    assert ahead[-1].at - clock.now == pytest.approx(16, rel=0.01)
+    clock.now += HOLD
+    b.state.sends.extend([clock.now - 1.5, clock.now - 1.0, clock.now - 0.5])
+    assert b.succeeded()
+    assert b.confirm(ahead[0]).wait is None  # void: booked again
+    assert b.reserve().at - clock.now <= 1 / GROWTH
+
+
+def ramp_into(
+    b: TokenBucket, clock: FakeClock, server: Server, count: int
+) -> tuple[list[Inference], float]:
+    """Send through ``b`` one request at a time until the server has refused ``count``:
+    what those 429s taught, and the fastest pace the bucket allowed meanwhile."""
+    taught, fastest = [], b.per_second()
+    while len(server.rejected) < count:
+        at = send(b, clock)
+        if retry_after := server.send(at):
+            lesson = b.limited(at, retry_after, epoch=clock.now)
+            assert lesson.unexpected and lesson.inferred is not None
+            taught.append(lesson.inferred)
+            b.pause(retry_after)
+        else:
+            b.succeeded()
+            fastest = max(fastest, b.per_second())
+    return taught, fastest
+
+
+def test_a_limit_read_from_the_ramp_climbs_until_the_next_429_tells_it() -> None:
+    # A token bucket with a burst: the ramp's 429 is explained best by a window that
+    # is too slow (the ramp's early, slow seconds are in it); the limit climbs from it,
+    # paced but not yet a window, until the next 429 shows the bucket.
+    clock = FakeClock(EPOCH)
+    b = auto_bucket(clock)
+    server = Server("100/10", "token", burst=5)
+    (first,), _ = ramp_into(b, clock, server, 1)
+    assert not first.round and first.per_second < 9.5
+    assert b.state.climbing and b.windows == ()
+    (second,), climbed = ramp_into(b, clock, server, 2)
+    assert climbed > 10 > first.per_second * (1 + CLIMB)
+    assert second.kind == "token" and second.per_second == pytest.approx(10, rel=0.03)
+    assert not b.state.climbing and Rate(second.limit, second.period) in b.windows
+    assert b.per_second() == pytest.approx(10, rel=0.03)
+
+
+def test_a_round_limit_read_from_the_ramp_is_kept() -> None:
+    clock = FakeClock(EPOCH + 3.3)
+    b = auto_bucket(clock)
+    server = Server("100/10", "fixed")
+    (first,), _ = ramp_into(b, clock, server, 1)
+    assert (first.limit, first.period, first.kind) == (100, 10.0, "fixed")
+    assert not b.state.climbing and Rate(100, 10) in b.windows
 
 
 def test_auto_adopts_the_inferred_limit_and_keeps_known_rates() -> None:

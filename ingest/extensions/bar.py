@@ -43,9 +43,13 @@ class _Tqdm(tqdm):
     monitor_interval = 0
 
 
-def bar_text(s: Snapshot, limit: float) -> str:
-    """What follows the bar: ``99.8/100 req/min | 0 x 429 | ETA 1m48s``."""
-    parts = [f"{s.per_minute:.1f}/{limit:.0f} req/min", f"{s.throttled} x 429"]
+def bar_text(s: Snapshot, limit: float | None) -> str:
+    """What follows the bar: ``99.8/100 req/min | 0 x 429 | ETA 1m48s`` (``99.8
+    req/min, limit not known`` before ``auto`` has inferred one)."""
+    rate = f"{s.per_minute:.1f} req/min, limit not known"
+    if limit is not None:
+        rate = f"{s.per_minute:.1f}/{limit:.0f} req/min"
+    parts = [rate, f"{s.throttled} x 429"]
     if s.pause_left > 0:
         parts.append(f"paused, resuming in {duration(s.pause_left)}")
     if s.eta is not None:
@@ -120,8 +124,9 @@ class ProgressBar:
         s = self.figures.snapshot()
         self.bar.ncols = self._width()
         self.bar.n = s.done
-        limit = 60 * self.figures.limit().per_second
-        self.bar.set_description_str(bar_text(s, limit), refresh=False)
+        limit = self.figures.limit()
+        per_minute = None if limit is None else 60 * limit.per_second
+        self.bar.set_description_str(bar_text(s, per_minute), refresh=False)
         self.bar.refresh()
 
     def spider_closed(self) -> None:

@@ -50,7 +50,9 @@ def summary_record(s: Snapshot, figures: Figures, reason: str, keys: int = 1) ->
     With several keys, the limit is each key's, times as many keys."""
     rate = figures.overall_per_minute()
     limit = figures.limit()
-    per_second = limit.per_second * keys
+    share = None
+    if rate is not None and limit is not None:
+        share = round(rate / (60 * limit.per_second * keys), 4)
     return {
         "reason": reason,
         "finished_at": datetime.fromtimestamp(s.now, tz=UTC).isoformat(timespec="seconds"),
@@ -61,9 +63,10 @@ def summary_record(s: Snapshot, figures: Figures, reason: str, keys: int = 1) ->
         "retries": s.retries,
         "responses_429": s.throttled,
         "requests_per_minute": None if rate is None else round(rate, 2),
-        "limit": str(limit),
+        "limit": None if limit is None else str(limit),
         "keys": keys,
-        "share_of_limit": None if rate is None else round(rate / (60 * per_second), 4),
+        "share_of_limit": share,
+        "pace_per_minute": round(s.pace, 1),
     }
 
 
@@ -78,10 +81,14 @@ def summary_text(record: dict[str, Any]) -> str:
         f"({record['retries']} retries, {record['responses_429']} x 429)"
     )
     if record["requests_per_minute"] is not None:
+        text += f" at {record['requests_per_minute']:.1f}/min"
+    if record["share_of_limit"] is not None:
         of = f"{record['keys']} keys x " if record.get("keys", 1) > 1 else ""
+        text += f" = {100 * record['share_of_limit']:.1f}% of {of}the {record['limit']} limit"
+    elif record["limit"] is None:
         text += (
-            f" at {record['requests_per_minute']:.1f}/min"
-            f" = {100 * record['share_of_limit']:.1f}% of {of}the {record['limit']} limit"
+            "; the limit is not known: no 429 taught one, and the pace had reached "
+            f"{record['pace_per_minute']:.1f}/min"
         )
     if record.get("ids_per_request", 1) > 1:
         text += f"; {record['ids_per_request']:.1f} ids/request"

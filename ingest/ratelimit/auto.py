@@ -42,9 +42,16 @@ START = Rate(60, 60)
 # best of 1.1 to 1.5 every 1 to 3 s.
 HOLD = 2.0
 GROWTH = 1.35
+# ... and only when at least USED of the pace's sends were made in the step.
+USED = 0.8
 # Sends remembered for the inference: enough for windows up to a minute or two at
 # ten requests a second; a window reaching further back than the record is not judged.
 RECORD = 1024
+# The ramp's 429 leaves the limit uncertain (on a monotone ramp every window is at its
+# fullest, and the one that explains the 429 best may not be the server's): the limit
+# inferred from it climbs by CLIMB of itself every HOLD seconds until the next 429,
+# whose inference, made from a pace held near the limit, is taken instead.
+CLIMB = 0.1
 # A configured rate is corrected only by an inference clearly slower than the pace in
 # use (CONFIGURED_SLOWER); anything closer is timing noise (a bucket with no burst), met
 # as before. An inferred limit is refined by one CLEARLY_SLOWER than the pace in use.
@@ -58,15 +65,30 @@ PROBE_STEP = 0.01
 
 
 def ramp(state: BucketState, now: float) -> bool:
-    """Step the pace up once it has been held HOLD seconds; True if it changed."""
+    """Step the pace up once it has been held HOLD seconds, if it was in use; True if
+    it changed."""
     if state.ramped == -math.inf:
         state.ramped = now
         return False
     if now - state.ramped < HOLD:
         return False
-    state.pace *= GROWTH
     state.ramped = now
+    # A crawl held back by something else (its concurrency, a slow server) sent fewer
+    # than the pace allowed: that says nothing of the limit at a faster pace.
+    if sent_since(state, now - HOLD, now) < USED * state.pace * HOLD:
+        return False
+    state.pace *= GROWTH
     return True
+
+
+def sent_since(state: BucketState, since: float, now: float) -> int:
+    """Sends recorded after ``since`` and not after ``now`` (later ones are booked)."""
+    count = 0
+    for t in reversed(state.sends):
+        if t <= since:
+            break
+        count += t <= now
+    return count
 
 
 def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: float) -> Lesson:
@@ -94,11 +116,22 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         resumed=s.paused_until,
     )
     slower = CLEARLY_SLOWER if bucket.auto or s.inferred else CONFIGURED_SLOWER
-    if found is not None and (ramping or found.per_second < slower * bucket.per_second()):
+    climbing, s.climbing = s.climbing, False
+    if found is not None and (
+        ramping or climbing or found.per_second < slower * bucket.per_second()
+    ):
         adopt(s, found)
-        s.limited_at = now
+        s.climbing = ramping and not found.round
+        s.limited_at = s.ramped = now
         bucket.inferred_changed()
         return Lesson(True, found, s.rejections, now - sent_at)
+    if climbing:
+        # Nothing explains it: the last step of the climb was one too many.
+        for entry in s.inferred:
+            entry[0] = max(1, math.floor(entry[0] / (1 + CLIMB)))
+        s.limited_at = now
+        bucket.inferred_changed()
+        return Lesson(unexpected=True, rejections=s.rejections)
     if ramping:
         # Nothing explains it (too little record): the ramp goes on from a step back.
         s.pace /= GROWTH
@@ -106,6 +139,17 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         return Lesson(unexpected=True, rejections=s.rejections)
     learning.slow_down(s, sent_at, bucket.rates[0].period, now)
     return Lesson(unexpected=True, rejections=s.rejections)
+
+
+def climb(state: BucketState, now: float) -> bool:
+    """Raise the limits inferred from the ramp's 429 a step, HOLD seconds after the
+    last; True if they changed."""
+    if not state.climbing or now - state.ramped < HOLD:
+        return False
+    for entry in state.inferred:
+        entry[0] += max(1, round(entry[0] * CLIMB))
+    state.ramped = now
+    return True
 
 
 def adopt(state: BucketState, found: Inference) -> None:

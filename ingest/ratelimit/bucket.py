@@ -89,6 +89,9 @@ class TokenBucket:
         inferred = tuple(Rate(int(e[0]), float(e[1])) for e in self.state.inferred)
         self.pacing = by_period(self.configured + ((Rate(*announced),) if announced else ()))
         self.rates = by_period(self.pacing + inferred)
+        # While the limit inferred from the ramp's 429 climbs, it sets the pace but is not
+        # yet a window: the ramp's last sends would hold the climb back for a whole one.
+        self.windows = self.pacing if self.state.climbing else self.rates
         # The longest window looks back as many sends as its limit, the inference a
         # record of RECORD sends: older ones never count.
         keep = max([auto_mode.RECORD, *(r.limit for r in self.rates)])
@@ -158,7 +161,7 @@ class TokenBucket:
         s = self.state
         interval = self.interval * (1 + self.margin)
         at = max(now, not_before, s.paused_until, s.tat - (self.burst - 1) * interval)
-        for rate in self.rates:
+        for rate in self.windows:
             if len(s.sends) >= rate.limit:
                 window = rate.period / s.scale
                 window += max(window * self.margin, WINDOW_MARGIN if self.margin else 0.0)
@@ -292,8 +295,12 @@ class TokenBucket:
         after a quiet while probe a little faster. Returns True if the pace changed."""
         now = self.clock()
         if self.ramping:
-            return auto_mode.ramp(self.state, now)
-        if auto_mode.probe(self.state, now):
+            if not auto_mode.ramp(self.state, now):
+                return False
+            # The slots booked ahead at the old pace are booked again at the new one.
+            self._void_bookings(now)
+            return True
+        if auto_mode.climb(self.state, now) or auto_mode.probe(self.state, now):
             self.inferred_changed()
             return True
         return learning.speed_up(self.state, self.rates[0].period, now)

@@ -78,6 +78,11 @@ class Inference:
     def per_second(self) -> float:
         return self.limit / self.period
 
+    @property
+    def round(self) -> bool:
+        """Limits are set by people: 100, 150, 5000, rarely 97."""
+        return self.limit % ROUND == 0
+
 
 def infer(
     sends: Sequence[float],
@@ -148,23 +153,20 @@ def infer(
         agreeing = [(h, w) for h, w in survivors if abs(_whole(w) - retry_after) <= TOLERANCE]
         if agreeing and (
             max(h.per_second for h, _ in agreeing) >= AGREEING * fastest
-            or any(_counted(h, seen) and _round(h.limit) for h, _ in agreeing)
+            or any(_counted(h, seen) and h.round for h, _ in agreeing)
         ):
             survivors = agreeing
             fastest = max(h.per_second for h, _ in survivors)
     near = [h for h, _ in survivors if h.per_second >= NEAR * fastest]
-    return max(near, key=lambda h: (_round(h.limit), h.period, h.kind == "sliding", h.per_second))
+    return max(
+        near, key=lambda h: (h.round, h.kind == "token", h.period, h.kind == "sliding", h.per_second)
+    )
 
 
 def _counted(h: Inference, seen: Sequence[float]) -> bool:
     """A fixed window that began well after the first send: its count is not merely
     every send so far (which, at the first 429, any window reaching back that far holds)."""
     return h.kind == "fixed" and bisect_left(seen, h.start) * FRESH >= h.sent
-
-
-def _round(limit: int) -> bool:
-    """Limits are set by people: 100, 150, 5000, rarely 97."""
-    return limit % ROUND == 0
 
 
 def _whole(seconds: float) -> int:

@@ -4,7 +4,8 @@
 
 Each run sends 600 ids (300 for twice-the-limit) one at a time through a
 :class:`TokenBucket` (auto or configured) against :class:`mockapi.limits.RateLimiter`
-with 2 ms of latency and 0.3 ms of jitter, as the middleware would: a 429 is
+with 2 ms of latency and 0.3 ms of jitter, 16 requests booked or in flight at a
+time, as the middleware would: a 429 is
 ``limited`` (the inference), then ``pause``\\ d for its Retry-After; an answer is
 ``succeeded``. Seconds instead of minutes a run, to tune the ramp and the inference
 before measuring end to end with ``python -m tests.benchmarks.pacing``. Prints per
@@ -41,6 +42,74 @@ CASES: dict[str, dict[str, Any]] = {
 }
 
 
+class Run:
+    """One run's events, each a method: a request is booked, goes at its slot,
+    arrives at the server, and its answer comes back."""
+
+    def __init__(self, bucket: TokenBucket, limiter: RateLimiter, now: list[float], **how: Any):
+        self.bucket, self.limiter, self.now = bucket, limiter, now
+        self.rand: random.Random = how["rand"]
+        self.latency, self.jitter = how["latency"], how["jitter"]
+        self.retry_after: int | None = how["retry_after"]
+        self.left, self.done, self.blocked = how["n"], 0, -math.inf
+        self.record: list[tuple[float, int]] = []
+        self.events: list[tuple[float, int, str, Any]] = []
+        self.order = iter(range(10**9))
+        for _ in range(min(how["concurrency"], self.left)):
+            self.left -= 1
+            self.at(now[0], "book")
+
+    def at(self, when: float, what: str, data: Any = None) -> None:
+        heapq.heappush(self.events, (when, next(self.order), what, data))
+
+    def step(self) -> None:
+        when, _, what, data = heapq.heappop(self.events)
+        self.now[0] = max(self.now[0], when)
+        getattr(self, what)(data)
+
+    def book(self, _: None) -> None:
+        slot = self.bucket.reserve()
+        self.at(slot.at, "go", slot)
+
+    def go(self, slot: Any) -> None:
+        confirmed = self.bucket.confirm(slot)
+        if confirmed.wait is None:
+            self.at(self.now[0], "book")
+        elif confirmed.wait:
+            self.at(self.now[0] + confirmed.wait, "go", slot)
+        else:
+            arrives = self.now[0] + self.latency / 2 + self.rand.random() * self.jitter
+            self.at(arrives, "arrive", confirmed.at)
+
+    def arrive(self, sent: float) -> None:
+        now = self.now[0]
+        if now < self.blocked:
+            self.limiter.reject(now)
+            wait = max(1, ceil_seconds(self.blocked - now))
+        else:
+            refused = self.limiter.hit(now)
+            wait = max(1, ceil_seconds(refused)) if refused > 0 else 0
+        if wait and self.retry_after is not None:
+            wait = self.retry_after
+        if wait:
+            self.blocked = max(self.blocked, now + wait)
+        self.record.append((now, 429 if wait else 200))
+        self.at(now + self.latency / 2, "answer", (sent, wait))
+
+    def answer(self, data: tuple[float, int]) -> None:
+        sent, wait = data
+        if wait:
+            self.bucket.limited(sent, float(wait), self.now[0])
+            self.bucket.pause(wait)
+            self.at(self.now[0], "book")  # the same id again
+            return
+        self.done += 1
+        self.bucket.succeeded()
+        if self.left > 0:
+            self.left -= 1
+            self.at(self.now[0], "book")
+
+
 def simulate(
     server: str,
     algorithm: str,
@@ -52,6 +121,7 @@ def simulate(
     seed: int = 0,
     latency: float = 0.002,
     jitter: float = 0.0003,
+    concurrency: int = 16,
 ) -> dict[str, Any]:
     rand = random.Random(seed)
     now = [1_800_000_000.0 + rand.random() * 30]
@@ -59,47 +129,20 @@ def simulate(
     limiter = RateLimiter(limits, algorithm, burst, clock=lambda: now[0])
     setting = parse_rate_setting(rate)
     bucket = TokenBucket(setting.rates, auto=setting.auto, clock=lambda: now[0], rand=rand.random)
-    record: list[tuple[float, int]] = []
-    answers: list[tuple[float, float, int]] = []  # (due, sent at, Retry-After or 0 when served)
-    blocked, left, done, slot = -math.inf, n, 0, None
-    while done < n:
-        if slot is None and left > 0:
-            slot = bucket.reserve()
-        if answers and (slot is None or answers[0][0] <= slot.at):
-            due, sent, wait = heapq.heappop(answers)
-            now[0] = max(now[0], due)
-            if wait:
-                left += 1
-                bucket.limited(sent, float(wait), now[0])
-                bucket.pause(wait)
-            else:
-                done += 1
-                bucket.succeeded()
-            continue
-        assert slot is not None
-        now[0] = max(now[0], slot.at)
-        confirmed = bucket.confirm(slot)
-        while confirmed.wait:
-            now[0] += confirmed.wait
-            confirmed = bucket.confirm(slot)
-        slot = None
-        if confirmed.wait is None:
-            continue
-        left -= 1
-        arrives = now[0] + latency / 2 + rand.random() * jitter
-        if arrives < blocked:
-            limiter.reject(arrives)
-            wait = max(1, ceil_seconds(blocked - arrives))
-        else:
-            refused = limiter.hit(arrives)
-            wait = max(1, ceil_seconds(refused)) if refused > 0 else 0
-        if wait and retry_after is not None:
-            wait = retry_after
-        if wait:
-            blocked = max(blocked, arrives + wait)
-        record.append((arrives, 429 if wait else 200))
-        heapq.heappush(answers, (now[0] + latency, confirmed.at, wait))
-    return judged(record, limits, n)
+    run = Run(
+        bucket,
+        limiter,
+        now,
+        rand=rand,
+        latency=latency,
+        jitter=jitter,
+        retry_after=retry_after,
+        n=n,
+        concurrency=concurrency,
+    )
+    while run.done < n:
+        run.step()
+    return judged(run.record, limits, n)
 
 
 def judged(record: list[tuple[float, int]], limits: list[Any], n: int) -> dict[str, Any]:
