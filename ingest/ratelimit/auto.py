@@ -48,9 +48,10 @@ USED = 0.8
 # ten requests a second; a window reaching further back than the record is not judged.
 RECORD = 1024
 # The ramp's 429 leaves the limit uncertain (on a monotone ramp every window is at its
-# fullest, and the one that explains the 429 best may not be the server's): the limit
-# inferred from it climbs by CLIMB of itself every HOLD seconds until the next 429,
-# whose inference, made from a pace held near the limit, is taken instead.
+# fullest, and the one that explains the 429 best may not be the server's): unless it
+# is round, the limit inferred from it climbs, additively, by CLIMB of itself every
+# HOLD seconds until the next 429, whose inference, made from a pace held near the
+# limit, is taken instead.
 CLIMB = 0.1
 # A configured rate is corrected only by an inference clearly slower than the pace in
 # use (CONFIGURED_SLOWER); anything closer is timing noise (a bucket with no burst), met
@@ -116,19 +117,20 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         resumed=s.paused_until,
     )
     slower = CLEARLY_SLOWER if bucket.auto or s.inferred else CONFIGURED_SLOWER
-    climbing, s.climbing = s.climbing, False
+    climbing, s.climbing = s.climbing, 0.0
     if found is not None and (
         ramping or climbing or found.per_second < slower * bucket.per_second()
     ):
         adopt(s, found)
-        s.climbing = ramping and not found.round
+        if ramping and not found.round:
+            s.climbing = CLIMB * found.per_second
         s.limited_at = s.ramped = now
         bucket.inferred_changed()
         return Lesson(True, found, s.rejections, now - sent_at)
     if climbing:
         # Nothing explains it: the last step of the climb was one too many.
         for entry in s.inferred:
-            entry[0] = max(1, math.floor(entry[0] / (1 + CLIMB)))
+            entry[0] = max(1, entry[0] - climbed(climbing, entry[1]))
         s.limited_at = now
         bucket.inferred_changed()
         return Lesson(unexpected=True, rejections=s.rejections)
@@ -147,9 +149,14 @@ def climb(state: BucketState, now: float) -> bool:
     if not state.climbing or now - state.ramped < HOLD:
         return False
     for entry in state.inferred:
-        entry[0] += max(1, round(entry[0] * CLIMB))
+        entry[0] += climbed(state.climbing, entry[1])
     state.ramped = now
     return True
+
+
+def climbed(per_second: float, period: float) -> int:
+    """What a step of the climb adds to a limit of ``period`` seconds."""
+    return max(1, round(per_second * period))
 
 
 def adopt(state: BucketState, found: Inference) -> None:

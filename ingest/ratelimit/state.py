@@ -36,7 +36,9 @@ class BucketState:
     inferred: list[list[Any]] = field(default_factory=list)  # [limit, period, kind, 429s]
     rejections: int = 0  # unexpected 429s the inference has looked at
     probed: float = -math.inf  # when an inferred limit was last probed up
-    climbing: bool = False  # auto: the limit inferred from the ramp's 429 climbs until the next
+    # auto: requests a second the limit read from the ramp's 429 gains at each step of
+    # its climb, until the next 429 (0: not climbing)
+    climbing: float = 0.0
     rejected: deque[float] = field(default_factory=lambda: deque(maxlen=REJECTED_KEPT))
 
     def dumps(self) -> str:
