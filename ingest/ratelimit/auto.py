@@ -74,22 +74,23 @@ def ramp(state: BucketState, now: float) -> bool:
     if now - state.ramped < HOLD:
         return False
     state.ramped = now
-    # A crawl held back by something else (its concurrency, a slow server) sent fewer
-    # than the pace allowed: that says nothing of the limit at a faster pace.
-    if sent_since(state, now - HOLD, now) < USED * state.pace * HOLD:
+    if not in_use(state, state.pace, now):
         return False
     state.pace *= GROWTH
     return True
 
 
-def sent_since(state: BucketState, since: float, now: float) -> int:
-    """Sends recorded after ``since`` and not after ``now`` (later ones are booked)."""
+def in_use(state: BucketState, pace: float, now: float) -> bool:
+    """Whether the last HOLD seconds (but a pause) saw at least USED of the sends
+    ``pace`` allowed: a crawl held back by something else (its concurrency, a slow
+    server) says nothing of the limit at a faster pace."""
+    since = max(now - HOLD, state.paused_until)
     count = 0
     for t in reversed(state.sends):
         if t <= since:
             break
-        count += t <= now
-    return count
+        count += t <= now  # later ones are only booked
+    return count >= USED * pace * (now - since)
 
 
 def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: float) -> Lesson:
@@ -148,9 +149,11 @@ def climb(state: BucketState, now: float) -> bool:
     last; True if they changed."""
     if not state.climbing or now - state.ramped < HOLD:
         return False
+    state.ramped = now
+    if not in_use(state, min(entry[0] / entry[1] for entry in state.inferred), now):
+        return False
     for entry in state.inferred:
         entry[0] += climbed(state.climbing, entry[1])
-    state.ramped = now
     return True
 
 
