@@ -82,6 +82,26 @@ def test_auto_finds_an_unknown_limit_and_keeps_under_it(mockapi, tmp_path: Path)
     assert re.search(r"\(inferred \d+/\d+ s from \d x 429\)", done.stderr)
 
 
+def test_auto_without_a_limit_meets_no_429_and_says_the_limit_is_not_known(
+    mockapi, tmp_path: Path
+) -> None:
+    n = 400
+    api = mockapi("--limit", "none")
+    db = sqlite_url(tmp_path)
+    done = crawl(
+        api.url_template,
+        db,
+        "-a",
+        f"ids=1-{n}",
+        RATELIMIT_RATE="auto",
+        RATELIMIT_START="3000/60",  # 50/s, ramping up: every id within about 6 s
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert statuses(api.requests()) == {200: n}
+    assert len(terminal_states(db)) == n and set(terminal_states(db).values()) == {"stored"}
+    assert "the limit is not known" in done.stderr, done.stderr[-3000:]
+
+
 def test_a_hidden_second_quota_costs_few_429s(mockapi, tmp_path: Path) -> None:
     n = 300
     api = mockapi("--limit", "100/5,150/15", "--algorithm", "fixed")

@@ -42,8 +42,9 @@ START = Rate(60, 60)
 # best of 1.1 to 1.5 every 1 to 3 s.
 HOLD = 2.0
 GROWTH = 1.35
-# ... and only when at least USED of the pace's sends were made in the step.
-USED = 0.8
+# ... and only when at least USED of the pace's sends were made in the step: the ramp
+# stops well above the pace a crawl held back by something else reaches.
+USED = 0.7
 # Sends remembered for the inference: enough for windows up to a minute or two at
 # ten requests a second; a window reaching further back than the record is not judged.
 RECORD = 1024
@@ -84,12 +85,13 @@ def in_use(state: BucketState, pace: float, now: float) -> bool:
     """Whether the last HOLD seconds (but a pause) saw at least USED of the sends
     ``pace`` allowed: a crawl held back by something else (its concurrency, a slow
     server) says nothing of the limit at a faster pace."""
-    since = max(now - HOLD, state.paused_until)
-    count = 0
+    since, count = max(now - HOLD, state.paused_until), 0
     for t in reversed(state.sends):
         if t <= since:
             break
         count += t <= now  # later ones are only booked
+    else:  # the record is shorter than that: judge by the part it holds
+        since = max(since, state.sends[0]) if state.sends else now
     return count >= USED * pace * (now - since)
 
 
@@ -142,6 +144,14 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         return Lesson(unexpected=True, rejections=s.rejections)
     learning.slow_down(s, sent_at, bucket.rates[0].period, now)
     return Lesson(unexpected=True, rejections=s.rejections)
+
+
+def step(state: BucketState, now: float, *, ramping: bool) -> bool:
+    """An answer that was not rate limited: the ramp's step, the climb's, or after a
+    quiet while a probe; True if the pace changed."""
+    if ramping:
+        return ramp(state, now)
+    return climb(state, now) or probe(state, now)
 
 
 def climb(state: BucketState, now: float) -> bool:

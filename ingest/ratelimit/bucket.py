@@ -274,11 +274,9 @@ class TokenBucket:
     def limited(
         self, sent_at: float, retry_after: float | None = None, epoch: float | None = None
     ) -> Lesson:
-        """A 429 the rates did not predict, to the request sent at ``sent_at`` (with the
-        ``Retry-After`` seconds it named; ``epoch``: the wall clock now, which fixed
-        windows are aligned on): infer the limit and pace by it when it is clearly
-        slower, else slow down; not news if the request was sent before the current
-        pause began (part of what caused it)."""
+        """A 429 the rates did not predict, to the request sent at ``sent_at`` (with its
+        ``Retry-After``; ``epoch``: the wall clock now, which fixed windows are aligned
+        on): see :func:`ingest.ratelimit.auto.learn`."""
         offset = 0.0 if epoch is None else epoch - self.clock()
         return auto_mode.learn(self, sent_at, retry_after, offset)
 
@@ -291,16 +289,11 @@ class TokenBucket:
         s.last_sent = s.sends[-1] if s.sends else -math.inf
 
     def succeeded(self) -> bool:
-        """An answer that was not rate limited: ramp up (auto, before any inference), or
-        after a quiet while probe a little faster. Returns True if the pace changed."""
+        """An answer that was not rate limited: the ramp's step (auto, before any
+        inference), the climb's, or after a quiet while a probe a little faster; else
+        the climb back after 429s. Returns True if the pace changed."""
         now = self.clock()
-        if self.ramping:
-            if not auto_mode.ramp(self.state, now):
-                return False
-            # The slots booked ahead at the old pace are booked again at the new one.
-            self._void_bookings(now)
+        if auto_mode.step(self.state, now, ramping=self.ramping):
+            self.inferred_changed()  # what was booked at the old pace is booked again
             return True
-        if auto_mode.climb(self.state, now) or auto_mode.probe(self.state, now):
-            self.inferred_changed()
-            return True
-        return learning.speed_up(self.state, self.rates[0].period, now)
+        return not self.ramping and learning.speed_up(self.state, self.rates[0].period, now)

@@ -158,9 +158,9 @@ def infer(
             survivors = agreeing
             fastest = max(h.per_second for h, _ in survivors)
     near = [h for h, _ in survivors if h.per_second >= NEAR * fastest]
-    return max(
-        near, key=lambda h: (h.round, h.kind == "token", h.period, h.kind == "sliding", h.per_second)
-    )
+    # A token bucket's period is only the unit its rate is given in: not a window.
+    token, sliding = "token", "sliding"
+    return max(near, key=lambda h: (h.round, h.kind == token, h.period, h.kind == sliding))
 
 
 def _counted(h: Inference, seen: Sequence[float]) -> bool:

@@ -7,7 +7,8 @@ Three are defined here and run as
 which writes the ids the client got (answered 200 or 404) to OUT as a JSON list. The fourth is
 the project itself, ``scrapy crawl api``, whose ids are read back from its SQLite database.
 Each client imports only what it uses, so that its CPU time and memory are its own.
-``run()`` starts one, kills it at a deadline, and measures its CPU time and peak RSS.
+``run()`` starts one, kills it at a deadline, and measures its CPU time and peak RSS;
+``run_together()`` does the same for the workers of one distributed ingest job.
 """
 
 from __future__ import annotations
@@ -228,6 +229,32 @@ def launch(name: str, url: str, ids: str, rate: str, workdir: Path) -> Launch:
     return Launch(command, lambda: set(json.loads(out.read_text())), log)
 
 
+def launch_workers(
+    url: str, ids: str, rate: str, workdir: Path, *, count: int, database: str, redis: str
+) -> list[Launch]:
+    """`count` ingest workers of one distributed job (`DISTRIBUTED`: one queue and one
+    rate-limit bucket in Redis at `redis`) storing into one `database`; each sends its own
+    User-Agent (`worker-N`), which the mock records."""
+    from tests.support.crawl import crawl_command, environment, terminal_states
+
+    def stored() -> set[str]:
+        states = terminal_states(database)
+        return {i for i, state in states.items() if state in ("stored", "not_found")}
+
+    settings = {"RATELIMIT_RATE": rate, "DISTRIBUTED": 1, "REDIS_URL": redis}
+    return [
+        Launch(
+            crawl_command(
+                url, database, "-a", f"ids={ids}", USER_AGENT=f"worker-{number}", **settings
+            ),
+            stored,
+            workdir / f"ingest-{number}.log",
+            environment(),
+        )
+        for number in range(count)
+    ]
+
+
 @dataclass
 class Result:
     """How a client run ended, and what it cost."""
@@ -282,6 +309,58 @@ def run(client: Launch, timeout: float) -> Result:
         cpu=usage.ru_utime + usage.ru_stime,
         peak_rss_mb=peak_kb / 1024,
         done=client.done() if process.returncode == 0 and not timed_out else None,
+    )
+
+
+def run_together(clients: list[Launch], timeout: float) -> Result:
+    """Start every one of `clients` at once (the workers of one job) and run them to their
+    end, or kill them all after `timeout` seconds: wall time of the whole job, the sum of
+    their CPU times, the largest of their peaks; the first nonzero exit code; the ids done
+    as the first client reads them (all read the same database)."""
+    started = time.monotonic()
+    processes = []
+    for client in clients:
+        with client.log.open("wb") as log:
+            processes.append(
+                subprocess.Popen(
+                    client.command,
+                    cwd=REPO_ROOT,
+                    env=client.env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            )
+    peaks = dict.fromkeys((p.pid for p in processes), 0)
+    running = set(peaks)
+    codes: dict[int, int] = {}
+    cpu, timed_out = 0.0, False
+    while running:
+        for pid in sorted(running):
+            reaped_pid, status, usage = os.wait4(pid, os.WNOHANG)
+            if reaped_pid:
+                running.discard(pid)
+                codes[pid] = os.waitstatus_to_exitcode(status)
+                cpu += usage.ru_utime + usage.ru_stime
+            else:
+                peaks[pid] = max(peaks[pid], high_water_kb(pid))
+        if running and not timed_out and time.monotonic() - started >= timeout:
+            for pid in running:
+                os.killpg(pid, signal.SIGKILL)
+            timed_out = True
+        if running:
+            time.sleep(POLL_SECONDS)
+    wall = time.monotonic() - started
+    for process in processes:
+        process.returncode = codes[process.pid]
+    returncode = next((p.returncode for p in processes if p.returncode), 0)
+    return Result(
+        returncode=returncode,
+        timed_out=timed_out,
+        wall=wall,
+        cpu=cpu,
+        peak_rss_mb=max(peaks.values()) / 1024,
+        done=clients[0].done() if returncode == 0 and not timed_out else None,
     )
 
 
