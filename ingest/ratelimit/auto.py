@@ -92,7 +92,7 @@ def in_use(state: BucketState, pace: float, now: float) -> bool:
         count += t <= now  # later ones are only booked
     else:  # the record is shorter than that: judge by the part it holds
         since = max(since, state.sends[0]) if state.sends else now
-    return count >= USED * pace * (now - since)
+    return now > since and count >= USED * pace * (now - since)
 
 
 def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: float) -> Lesson:

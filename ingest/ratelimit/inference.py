@@ -158,9 +158,13 @@ def infer(
             survivors = agreeing
             fastest = max(h.per_second for h, _ in survivors)
     near = [h for h, _ in survivors if h.per_second >= NEAR * fastest]
-    # A token bucket's period is only the unit its rate is given in: not a window.
-    token, sliding = "token", "sliding"
-    return max(near, key=lambda h: (h.round, h.kind == token, h.period, h.kind == sliding))
+    return max(near, key=_preferred)
+
+
+def _preferred(h: Inference) -> tuple[bool, bool, float, bool, float]:
+    """Of near hypotheses: a round limit, then a token bucket (whose period is only the
+    unit its rate is given in), then the longest window, a sliding one, the fastest."""
+    return (h.round, h.kind == "token", h.period, h.kind == "sliding", h.per_second)
 
 
 def _counted(h: Inference, seen: Sequence[float]) -> bool:

@@ -10,7 +10,8 @@ time, as the middleware would: a 429 is
 ``succeeded``. Seconds instead of minutes a run, to tune the ramp and the inference
 before measuring end to end with ``python -m tests.benchmarks.pacing``. Prints per
 case the most 429s, and the least throughput after the first 429 (a share of the
-server's limit) and efficiency (ideal span / span) over the seeds.
+server's limit; against fixed windows also from the start of the window that held the
+first 429) and efficiency (ideal span / span) over the seeds.
 """
 
 from __future__ import annotations
@@ -142,20 +143,29 @@ def simulate(
     )
     while run.done < n:
         run.step()
-    return judged(run.record, limits, n)
+    return judged(run.record, limits, n, fixed=algorithm == "fixed")
 
 
-def judged(record: list[tuple[float, int]], limits: list[Any], n: int) -> dict[str, Any]:
+def judged(
+    record: list[tuple[float, int]], limits: list[Any], n: int, *, fixed: bool
+) -> dict[str, Any]:
     per_second = min(limit.count / limit.period for limit in limits)
     ideal = (n - 1) / per_second
     times = [t for t, _ in record]
     span = max(times) - min(times)
     limited = [t for t, status in record if status == 429]
-    after = None
+
+    def share_from(start: float) -> float:
+        served = sum(1 for t, status in record if status != 429 and t >= start)
+        return served / (max(times) - start) / per_second
+
+    after = window = None
     if limited:
-        served = sum(1 for t, status in record if status != 429 and t >= limited[0])
-        after = served / (max(times) - limited[0]) / per_second
-    return {"429s": len(limited), "after": after, "efficiency": ideal / span}
+        after = share_from(limited[0])
+        if fixed:  # from the start of the shortest window that held the first 429
+            period = min(limit.period for limit in limits)
+            window = share_from(math.floor(limited[0] / period) * period)
+    return {"429s": len(limited), "after": after, "window": window, "efficiency": ideal / span}
 
 
 def main() -> None:
@@ -171,6 +181,8 @@ def main() -> None:
         line = f"{name:26} 429s at most {max(r['429s'] for r in runs):2}"
         if after:
             line += f" | after 1st 429 at least {min(after):.3f}"
+        if window := [r["window"] for r in runs if r["window"] is not None]:
+            line += f" (from its window {min(window):.3f})"
         print(line + f" | efficiency at least {min(r['efficiency'] for r in runs):.3f}")
 
 

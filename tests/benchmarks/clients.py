@@ -4,8 +4,9 @@ Three are defined here and run as
 
     python -m tests.benchmarks.clients NAME URL_TEMPLATE IDS RATE OUT
 
-which writes the ids the client got (answered 200 or 404) to OUT as a JSON list. The fourth is
-the project itself, ``scrapy crawl api``, whose ids are read back from its SQLite database.
+which writes the ids the client got (answered 200 or 404) to OUT as a JSON list. The others
+are the project itself, ``scrapy crawl api``, given the rate (``ingest``) or told nothing of it
+(``auto``), whose ids are read back from its SQLite database.
 Each client imports only what it uses, so that its CPU time and memory are its own.
 ``run()`` starts one, kills it at a deadline, and measures its CPU time and peak RSS;
 ``run_together()`` does the same for the workers of one distributed ingest job.
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-NAMES = ("ingest", "scrapy-alone", "aiolimiter", "semaphore")
+NAMES = ("ingest", "auto", "scrapy-alone", "aiolimiter", "semaphore")
 # What users reach for: a few attempts, and tenacity's exponential backoff capped at a minute.
 TENACITY_ATTEMPTS = 6
 AIOLIMITER_CONCURRENCY = 16
@@ -211,7 +212,8 @@ class Launch:
 def launch(name: str, url: str, ids: str, rate: str, workdir: Path) -> Launch:
     """Client `name` fetching `ids` (`1-300`) from `url` at `rate` (`N/SECONDS`)."""
     log = workdir / f"{name}.log"
-    if name == "ingest":
+    if name in ("ingest", "auto"):
+        # auto: the same crawl told nothing of the limit (RATELIMIT_RATE=auto).
         from tests.support.crawl import crawl_command, environment, terminal_states
 
         database = f"sqlite:///{workdir / 'ingest.db'}"
@@ -220,6 +222,7 @@ def launch(name: str, url: str, ids: str, rate: str, workdir: Path) -> Launch:
             states = terminal_states(database)
             return {i for i, state in states.items() if state in ("stored", "not_found")}
 
+        rate = "auto" if name == "auto" else rate
         command = crawl_command(url, database, "-a", f"ids={ids}", RATELIMIT_RATE=rate)
         return Launch(command, stored, log, environment())
     if name not in IN_PROCESS:

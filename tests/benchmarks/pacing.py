@@ -368,12 +368,15 @@ def report(
     lines += [
         "",
         "Clients (tests/benchmarks/clients.py): `ingest` is `scrapy crawl api` from the repo "
-        "root; `scrapy-alone` is plain Scrapy with DOWNLOAD_DELAY = period/limit, no jitter, "
-        "one request at a time and its default RetryMiddleware; `aiolimiter` is aiohttp + "
-        "`AsyncLimiter(count, period)` + tenacity (exponential backoff, at least Retry-After, "
-        f"{TENACITY_ATTEMPTS} attempts), {AIOLIMITER_CONCURRENCY} at a time; `semaphore` is "
-        "`Semaphore(count)` over all ids, a sleep of one period after every `count` requests "
-        f"and after a 429 ({SEMAPHORE_TRIES} tries; other errors are not retried).",
+        "root, given the case's rate; `auto` is the same crawl told nothing "
+        "(`RATELIMIT_RATE=auto`: it finds the limit; in the `auto-` cases the `ingest` row "
+        "is that already); `scrapy-alone` is plain Scrapy with DOWNLOAD_DELAY = "
+        "period/limit, no jitter, one request at a time and its default RetryMiddleware; "
+        "`aiolimiter` is aiohttp + `AsyncLimiter(count, period)` + tenacity (exponential "
+        f"backoff, at least Retry-After, {TENACITY_ATTEMPTS} attempts), "
+        f"{AIOLIMITER_CONCURRENCY} at a time; `semaphore` is `Semaphore(count)` over all "
+        "ids, a sleep of one period after every `count` requests and after a 429 "
+        f"({SEMAPHORE_TRIES} tries; other errors are not retried).",
         "",
         table,
         "",
@@ -404,8 +407,9 @@ def main() -> None:
     rows = []
     for name in args.cases:
         for client in args.clients:
-            if CASES[name].workers > 1 and client != "ingest":
-                continue
+            case = CASES[name]
+            if (case.workers > 1 or case.configured == "auto") and client != "ingest":
+                continue  # the auto cases: the ingest row is auto already
             n = args.ids or CASES[name].ids or DEFAULT_IDS
             rows.append(measure(CASES[name], name, client, n))
             print(" | ".join(rows[-1]), flush=True)
