@@ -50,9 +50,9 @@ USED = 0.7
 RECORD = 1024
 # The ramp's 429 leaves the limit uncertain (on a monotone ramp every window is at its
 # fullest, and the one that explains the 429 best may not be the server's): unless it
-# is round, the limit inferred from it climbs, additively, by CLIMB of itself every
-# HOLD seconds until the next 429, whose inference, made from a pace held near the
-# limit, is taken instead.
+# is round and the server's Retry-After named the wait it predicts, the limit inferred
+# from it climbs, additively, by CLIMB of itself every HOLD seconds until the next
+# 429, whose inference, made from a pace held near the limit, is taken instead.
 CLIMB = 0.1
 # A configured rate is corrected only by an inference clearly slower than the pace in
 # use (CONFIGURED_SLOWER); anything closer is timing noise (a bucket with no burst), met
@@ -125,7 +125,7 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         ramping or climbing or found.per_second < slower * bucket.per_second()
     ):
         adopt(s, found)
-        if ramping and not found.round:
+        if ramping and not (found.round and found.told(retry_after)):
             s.climbing = CLIMB * found.per_second
         s.limited_at = s.ramped = now
         bucket.inferred_changed()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 # Candidate window lengths, seconds. Limits are quoted per second, minute and hour, but
 # also per 2, 5, 10, 15 or 30 seconds, 2, 5, 10 or 15 minutes: a length that is not a
@@ -73,6 +73,7 @@ class Inference:
     at: float
     burst: int = 0  # a token bucket's, at least
     start: float = -math.inf  # when the window that held ``sent`` began
+    wait: float = math.nan  # how long the server would refuse after ``at``, by it
 
     @property
     def per_second(self) -> float:
@@ -82,6 +83,13 @@ class Inference:
     def round(self) -> bool:
         """Limits are set by people: 100, 150, 5000, rarely 97."""
         return self.limit % ROUND == 0
+
+    def told(self, retry_after: float | None) -> bool:
+        """Whether the server's ``Retry-After`` named the wait this predicts, and said
+        something by it: a second or less agrees with any hypothesis."""
+        if retry_after is None or retry_after <= TOLERANCE:
+            return False
+        return abs(_whole(self.wait) - retry_after) <= TOLERANCE
 
 
 def infer(
@@ -157,14 +165,16 @@ def infer(
         ):
             survivors = agreeing
             fastest = max(h.per_second for h, _ in survivors)
-    near = [h for h, _ in survivors if h.per_second >= NEAR * fastest]
-    return max(near, key=_preferred)
+    near = [(h, w) for h, w in survivors if h.per_second >= NEAR * fastest]
+    return max((replace(h, wait=w) for h, w in near), key=lambda h: _preferred(h, retry_after))
 
 
-def _preferred(h: Inference) -> tuple[bool, bool, float, bool, float]:
-    """Of near hypotheses: a round limit, then a token bucket (whose period is only the
-    unit its rate is given in), then the longest window, a sliding one, the fastest."""
-    return (h.round, h.kind == "token", h.period, h.kind == "sliding", h.per_second)
+def _preferred(h: Inference, retry_after: float | None) -> tuple[bool, bool, float, bool, float]:
+    """Of near hypotheses: a round limit whose wait the server named, then a token
+    bucket (whose period is only the unit its rate is given in), then the longest
+    window, a sliding one, the fastest."""
+    told = h.round and h.told(retry_after)
+    return (told, h.kind == "token", h.period, h.kind == "sliding", h.per_second)
 
 
 def _counted(h: Inference, seen: Sequence[float]) -> bool:

@@ -30,6 +30,8 @@ CASES: dict[str, dict[str, Any]] = {
     "auto-fixed": {"server": "100/10", "algorithm": "fixed"},
     "auto-sliding": {"server": "100/10", "algorithm": "sliding"},
     "auto-token-burst5": {"server": "100/10", "algorithm": "token", "burst": 5},
+    "auto-token": {"server": "100/10", "algorithm": "token", "burst": 1},
+    "auto-token-burst2": {"server": "100/10", "algorithm": "token", "burst": 2},
     "limit-20pct-lower-retry5": {
         "server": "100/10",
         "algorithm": "sliding",
