@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ingest.ratelimit.auto import CLIMB, GROWTH, HOLD
+from ingest.ratelimit.auto import CLIMB, GROWTH, HOLD, told
 from ingest.ratelimit.bucket import TokenBucket
 from ingest.ratelimit.inference import Inference, infer
 from ingest.ratelimit.rates import Rate
@@ -140,10 +140,10 @@ def test_a_token_bucket_is_found_from_two_paces(burst: int) -> None:
 
 def test_a_retry_after_tells_a_wait_only_when_longer_than_a_second() -> None:
     fixed = Inference(100, 10.0, "fixed", 100, EPOCH + 4.7, wait=5.3)
-    assert fixed.told(6.0) and fixed.told(5.0)
-    assert not fixed.told(3.0) and not fixed.told(None)
+    assert told(fixed, 6.0) and told(fixed, 5.0)
+    assert not told(fixed, 3.0) and not told(fixed, None)
     # One second, rounded up, agrees with any hypothesis whose window frees up soon.
-    assert not Inference(50, 10.0, "sliding", 51, EPOCH, wait=0.7).told(1.0)
+    assert not told(Inference(50, 10.0, "sliding", 51, EPOCH, wait=0.7), 1.0)
 
 
 def test_nothing_is_inferred_from_a_429_without_a_record() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ingest.ratelimit import learning
-from ingest.ratelimit.inference import infer
+from ingest.ratelimit.inference import TOLERANCE, infer, whole
 from ingest.ratelimit.rates import Rate
 from ingest.ratelimit.slots import Lesson
 
@@ -125,7 +125,7 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         ramping or climbing or found.per_second < slower * bucket.per_second()
     ):
         adopt(s, found)
-        if ramping and not (found.round and found.told(retry_after)):
+        if ramping and not (found.round and told(found, retry_after)):
             s.climbing = CLIMB * found.per_second
         s.limited_at = s.ramped = now
         bucket.inferred_changed()
@@ -144,6 +144,14 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         return Lesson(unexpected=True, rejections=s.rejections)
     learning.slow_down(s, sent_at, bucket.rates[0].period, now)
     return Lesson(unexpected=True, rejections=s.rejections)
+
+
+def told(found: Inference, retry_after: float | None) -> bool:
+    """Whether a Retry-After of more than a second (one agrees with anything) named the
+    wait ``found`` predicts."""
+    if retry_after is None or retry_after <= TOLERANCE:
+        return False
+    return abs(whole(found.wait) - retry_after) <= TOLERANCE
 
 
 def step(state: BucketState, now: float, *, ramping: bool) -> bool:

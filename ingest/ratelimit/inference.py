@@ -10,16 +10,14 @@ named, if any). Each hypothesis is a window length ``w`` and a kind:
   count minus one.
 - **fixed**: at most L accepted sends in each window of ``w`` seconds aligned on the
   epoch (refusals are free). L is the accepted count in ``at``'s window before it.
-
 - **token** (from a second 429 on): a bucket refilled at some rate, with some burst.
 
 Sends after ``at`` are left out: the server had not seen them (they were in flight).
-A hypothesis is refuted by history when an earlier accepted send would have been
-over its limit, and by the ``Retry-After`` when the wait it predicts is not the one
-the server named (whole seconds, so ±1 s); a ``Retry-After`` that agrees with no
-hypothesis, or only with much slower ones (a proxy that always says the same), is
-ignored. Of those left, the fastest wins: a guess too fast costs one more 429, which
-then refutes it; a guess too slow would cost throughput for the rest of the crawl.
+A hypothesis is refuted by history when an earlier accepted send would have been over
+its limit, and by a ``Retry-After`` shorter than the wait it predicts; one that agrees
+only with much slower ones (a proxy that always says the same) is ignored. Of those
+left, the fastest wins: a guess too fast costs one more 429, which then refutes it; a
+guess too slow would cost throughput for the rest of the crawl.
 """
 
 from __future__ import annotations
@@ -52,12 +50,14 @@ AGREEING = 0.8
 ROUND = 5
 # ... when at least 1/FRESH as many sends went before its window as in it.
 FRESH = 10
-# A token bucket: looked for from the fastest pace of BUCKET_LEAST sends in a row down,
-# in steps of BUCKET_STEP, to BUCKET_SLOWEST of it, over the last BUCKET_RECORD sends;
-# adopted as a rate per BUCKET_PERIOD seconds.
+# A token bucket: looked for from the fastest pace of BUCKET_LEAST sends in a row (but
+# at most BUCKET_UNDER of the pace the refused send came at) down, in steps of
+# BUCKET_STEP, to BUCKET_SLOWEST of it, over the last BUCKET_RECORD sends; adopted as a
+# rate per BUCKET_PERIOD seconds, rounded down to a round one within BUCKET_ROUNDED.
 BUCKET_LEAST, BUCKET_RECORD = 10, 1024
 BUCKET_STEP, BUCKET_SLOWEST = 0.005, 0.5
 BUCKET_PERIOD = 10.0
+BUCKET_UNDER, BUCKET_ROUNDED = 0.95, 0.97
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +83,6 @@ class Inference:
     def round(self) -> bool:
         """Limits are set by people: 100, 150, 5000, rarely 97."""
         return self.limit % ROUND == 0
-
-    def told(self, retry_after: float | None) -> bool:
-        """Whether the server's ``Retry-After`` named the wait this predicts, and said
-        something by it: a second or less agrees with any hypothesis."""
-        if retry_after is None or retry_after <= TOLERANCE:
-            return False
-        return abs(_whole(self.wait) - retry_after) <= TOLERANCE
 
 
 def infer(
@@ -158,7 +151,7 @@ def infer(
             return None
     fastest = max(h.per_second for h, _ in survivors)
     if retry_after is not None:
-        agreeing = [(h, w) for h, w in survivors if abs(_whole(w) - retry_after) <= TOLERANCE]
+        agreeing = [(h, w) for h, w in survivors if abs(whole(w) - retry_after) <= TOLERANCE]
         if agreeing and (
             max(h.per_second for h, _ in agreeing) >= AGREEING * fastest
             or any(_counted(h, seen) and h.round for h, _ in agreeing)
@@ -166,15 +159,14 @@ def infer(
             survivors = agreeing
             fastest = max(h.per_second for h, _ in survivors)
     near = [(h, w) for h, w in survivors if h.per_second >= NEAR * fastest]
-    return max((replace(h, wait=w) for h, w in near), key=lambda h: _preferred(h, retry_after))
+    return max((replace(h, wait=w) for h, w in near), key=_preferred)
 
 
-def _preferred(h: Inference, retry_after: float | None) -> tuple[bool, bool, float, bool, float]:
-    """Of near hypotheses: a round limit whose wait the server named, then a token
-    bucket (whose period is only the unit its rate is given in), then the longest
-    window, a sliding one, the fastest."""
-    told = h.round and h.told(retry_after)
-    return (told, h.kind == "token", h.period, h.kind == "sliding", h.per_second)
+def _preferred(h: Inference) -> tuple[bool, bool, float, bool, float]:
+    """Of near hypotheses: a round limit, a window rather than a token bucket (a bucket
+    a little under the pace explains any refusal at that pace), the longest window, a
+    sliding one, the fastest."""
+    return (h.round, h.kind != "token", h.period, h.kind == "sliding", h.per_second)
 
 
 def _counted(h: Inference, seen: Sequence[float]) -> bool:
@@ -183,7 +175,7 @@ def _counted(h: Inference, seen: Sequence[float]) -> bool:
     return h.kind == "fixed" and bisect_left(seen, h.start) * FRESH >= h.sent
 
 
-def _whole(seconds: float) -> int:
+def whole(seconds: float) -> int:
     """Seconds as Retry-After says them: whole, rounded up, at least 1."""
     return max(1, math.ceil(seconds - 1e-9))
 
@@ -262,18 +254,23 @@ def _bucket(
     record = [t for t in seen if t >= since][-BUCKET_RECORD:]
     if len(record) < BUCKET_LEAST:
         return None
-    fastest = max(
+    paces = [
         (BUCKET_LEAST - 1) / (record[i + BUCKET_LEAST - 1] - record[i] or 1e-9)
         for i in range(len(record) - BUCKET_LEAST + 1)
-    )
+    ]
+    # A bucket just under the pace the refused send came at explains any refusal at
+    # that pace (its burst spent since): only one clearly slower says something.
+    fastest = min(max(paces), BUCKET_UNDER * paces[-1])
     rate = fastest
     while rate > fastest * BUCKET_SLOWEST:
         burst = _burst(record, rejected, at, rate)
         if burst is not None:
-            period = BUCKET_PERIOD
-            return Inference(
-                max(1, math.floor(rate * period)), period, "token", len(record), at, burst
-            )
+            limit = max(1, math.floor(rate * BUCKET_PERIOD))
+            rounded = limit - limit % ROUND  # the rate is read to a few percent
+            if rounded >= BUCKET_ROUNDED * limit:  # the round one just under, if it fits
+                fits = _burst(record, rejected, at, rounded / BUCKET_PERIOD)
+                limit, burst = (rounded, fits) if fits else (limit, burst)
+            return Inference(limit, BUCKET_PERIOD, "token", len(record), at, burst)
         rate *= 1 - BUCKET_STEP
     return None
 
