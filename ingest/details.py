@@ -35,6 +35,19 @@ def lost(state: str | None, fetched_at: float, stale_before: float) -> bool:
     return state is None or fetched_at < stale_before
 
 
+def needing(
+    chunk: list[tuple[Listed, Any]], wanted: Callable[[str | None, float, float], bool]
+) -> list[tuple[str, str | None]]:
+    """(id, state) of the listed ids of ``chunk`` (as :meth:`ListedIds.chunks` reads
+    them) that ``wanted`` picks."""
+    picked = []
+    for row, found in chunk:
+        state, fetched_at = found or (None, 0.0)
+        if wanted(state, fetched_at, row.stale_before):
+            picked.append((row.id, state))
+    return picked
+
+
 class ListedIds:
     """The ids a listing listed with details (table ``listed``, committed with each page
     and the listing's position after it), and which of them need a request.
@@ -61,12 +74,9 @@ class ListedIds:
     async def todo(self, *, lost_only: bool = False) -> AsyncIterator[tuple[str, str | None]]:
         """(id, state) for every listed id that needs a request (``lost_only``: that has
         no outcome, as the look at idle asks)."""
-        wanted = lost if lost_only else needs_fetch
         async for _, chunk in self.chunks():
-            for row, found in chunk:
-                state, fetched_at = found or (None, 0.0)
-                if wanted(state, fetched_at, row.stale_before):
-                    yield row.id, state
+            for pair in needing(chunk, lost if lost_only else needs_fetch):
+                yield pair
 
 
 class DetailsFeed:
@@ -142,11 +152,7 @@ class DetailsFeed:
             seen = self._pages_done
             async for place, chunk in self.listed.chunks(after):
                 after = place
-                todo = []
-                for row, found in chunk:
-                    state, fetched_at = found or (None, 0.0)
-                    if needs_fetch(state, fetched_at, row.stale_before):
-                        todo.append(row.id)
+                todo = [id_ for id_, _ in needing(chunk, needs_fetch)]
                 self.listed.count("ids/skipped", len(chunk) - len(todo))
                 self.listed.count("ids/scheduled", len(todo))
                 self.fed += len(todo)

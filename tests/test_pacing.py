@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.crawl import REPO_ROOT, crawl, crawl_command, environment, terminal_states
-from tests.support.mockapi import span, statuses
+from tests.support.mockapi import MockAPI, span, statuses
 
 
 def sqlite_url(tmp_path: Path) -> str:
@@ -27,6 +27,13 @@ def most_in_any_window(times: list[float], seconds: float) -> int:
             first += 1
         most = max(most, last - first + 1)
     return most
+
+
+def crawl_auto(api: MockAPI, db: str, n: int, *, start: str) -> subprocess.CompletedProcess[str]:
+    """Ids 1 to ``n`` with the limit unknown (``RATELIMIT_RATE=auto``), from ``start``."""
+    return crawl(
+        api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="auto", RATELIMIT_START=start
+    )
 
 
 def test_every_rate_applies_at_once(mockapi, tmp_path: Path) -> None:
@@ -64,14 +71,7 @@ def test_auto_finds_an_unknown_limit_and_keeps_under_it(mockapi, tmp_path: Path)
     n = 150
     api = mockapi("--limit", "50/5", "--algorithm", "sliding")
     db = sqlite_url(tmp_path)
-    done = crawl(
-        api.url_template,
-        db,
-        "-a",
-        f"ids=1-{n}",
-        RATELIMIT_RATE="auto",
-        RATELIMIT_START="300/60",  # 5/s, ramping up: the limit (10/s) within seconds
-    )
+    done = crawl_auto(api, db, n, start="300/60")  # 5/s, ramping up: 10/s within seconds
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
     assert 1 <= statuses(record)[429] <= 4
@@ -88,14 +88,7 @@ def test_auto_without_a_limit_meets_no_429_and_says_the_limit_is_not_known(
     n = 400
     api = mockapi("--limit", "none")
     db = sqlite_url(tmp_path)
-    done = crawl(
-        api.url_template,
-        db,
-        "-a",
-        f"ids=1-{n}",
-        RATELIMIT_RATE="auto",
-        RATELIMIT_START="3000/60",  # 50/s, ramping up: every id within about 6 s
-    )
+    done = crawl_auto(api, db, n, start="3000/60")  # 50/s, ramping up: done in about 6 s
     assert done.returncode == 0, done.stderr[-3000:]
     assert statuses(api.requests()) == {200: n}
     assert len(terminal_states(db)) == n and set(terminal_states(db).values()) == {"stored"}

@@ -282,37 +282,7 @@ def high_water_kb(pid: int) -> int:
 
 def run(client: Launch, timeout: float) -> Result:
     """Run `client` to its end, or kill its process group after `timeout` seconds."""
-    started = time.monotonic()
-    with client.log.open("wb") as log:
-        process = subprocess.Popen(
-            client.command,
-            cwd=REPO_ROOT,
-            env=client.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    # Peak RSS is sampled, not taken from ru_maxrss: at exec, Linux folds the launching
-    # process's own peak into the child's ru_maxrss, which would report this benchmark's size.
-    peak_kb, timed_out = 0, False
-    while not (reaped := os.wait4(process.pid, os.WNOHANG))[0]:
-        peak_kb = max(peak_kb, high_water_kb(process.pid))
-        if not timed_out and time.monotonic() - started >= timeout:
-            os.killpg(process.pid, signal.SIGKILL)
-            timed_out = True
-        time.sleep(POLL_SECONDS)
-    wall = time.monotonic() - started
-    _, status, usage = reaped
-    process.returncode = os.waitstatus_to_exitcode(status)
-    return Result(
-        returncode=process.returncode,
-        timed_out=timed_out,
-        wall=wall,
-        # wait4 gives this child's own usage (its reaped children's included), not a delta.
-        cpu=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=peak_kb / 1024,
-        done=client.done() if process.returncode == 0 and not timed_out else None,
-    )
+    return run_together([client], timeout)
 
 
 def run_together(clients: list[Launch], timeout: float) -> Result:
@@ -334,6 +304,8 @@ def run_together(clients: list[Launch], timeout: float) -> Result:
                     start_new_session=True,
                 )
             )
+    # Peak RSS is sampled, not taken from ru_maxrss: at exec, Linux folds the launching
+    # process's own peak into the child's ru_maxrss, which would report this benchmark's size.
     peaks = dict.fromkeys((p.pid for p in processes), 0)
     running = set(peaks)
     codes: dict[int, int] = {}
@@ -344,6 +316,7 @@ def run_together(clients: list[Launch], timeout: float) -> Result:
             if reaped_pid:
                 running.discard(pid)
                 codes[pid] = os.waitstatus_to_exitcode(status)
+                # wait4 gives this child's own usage (its reaped children's included).
                 cpu += usage.ru_utime + usage.ru_stime
             else:
                 peaks[pid] = max(peaks[pid], high_water_kb(pid))

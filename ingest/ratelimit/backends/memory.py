@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from ingest.ratelimit.auto import START
@@ -30,13 +31,14 @@ class MemoryBackend:
         clock: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        self.rates, self.burst, self.clock, self.rand = tuple(rates), burst, clock, rand
-        self.options = {"burst": burst, "auto": auto, "start": start, "clock": clock, "rand": rand}
+        self.new_bucket = partial(
+            TokenBucket, tuple(rates), burst=burst, auto=auto, start=start, clock=clock, rand=rand
+        )
         self.buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, key: str) -> TokenBucket:
         if key not in self.buckets:
-            self.buckets[key] = TokenBucket(self.rates, **self.options)  # type: ignore[arg-type]
+            self.buckets[key] = self.new_bucket()
         return self.buckets[key]
 
     async def run(
