@@ -6,7 +6,8 @@ import math
 
 import pytest
 
-from ingest.ratelimit.auto import CLIMB, GROWTH, HOLD, told
+from ingest.ratelimit import tokens
+from ingest.ratelimit.auto import CLIMB, GROWTH, HALFWAY, HOLD, told
 from ingest.ratelimit.bucket import TokenBucket
 from ingest.ratelimit.inference import Inference, infer
 from ingest.ratelimit.rates import Rate
@@ -120,10 +121,45 @@ def test_a_second_quota_is_found_when_the_first_is_kept() -> None:
     pace = 100 / 10 * 0.998
     at, retry_after = server.pace(pace, EPOCH + 20.2)
     assert server.infer(at, retry_after, periods={10.0}) is None
+    first = at
     at, retry_after = server.pace(pace, at + retry_after)
-    found = server.infer(at, retry_after, periods={10.0})
+    found = server.infer(at, retry_after, periods={10.0}, refused=[first])
     assert found is not None
     assert (found.limit, found.period, found.kind) == (150, 30.0, "fixed")
+
+
+def test_of_the_hypotheses_one_that_refused_the_earlier_429_too_is_preferred() -> None:
+    # A token bucket of 10/s, burst 5: a pace of 12/s spends the burst, and after the
+    # pause 10.6/s spends it again. The second 429 alone reads best as a fixed window
+    # a little slower (95/10); of the hypotheses, only the bucket refuses the first too.
+    server = Server("100/10", "token", burst=5)
+    server.pace(6, EPOCH, until=EPOCH + 20)
+    first, retry_after = server.pace(12, EPOCH + 20)
+    at, retry_after = server.pace(10.6, first + retry_after)
+    alone = server.infer(at, retry_after, buckets=True)
+    assert alone is not None and (alone.limit, alone.kind) == (95, "fixed")
+    found = server.infer(at, retry_after, buckets=True, refused=[first])
+    assert found is not None and found.kind == "token"
+    assert found.per_second == pytest.approx(10, rel=0.03)
+
+
+def test_no_token_bucket_is_read_from_a_429_soon_after_a_pause() -> None:
+    # The pace the refused send came at is not known when its last sends span the
+    # pause: read across it, a bucket far slower than the server's explains the 429.
+    server = Server("100/10", "token", burst=5)
+    first, retry_after = server.pace(13, EPOCH)
+    resumed = first + retry_after
+    at, _ = server.pace(40, resumed)
+    assert 0 < server.sends.index(at) - server.sends.index(resumed) < tokens.LEAST - 1
+
+    def fastest(resumed: float) -> tuple[int, int, int] | None:
+        return tokens.fastest(
+            server.sends, server.rejected, at, since=-math.inf, resumed=resumed, round_to=5
+        )
+
+    assert fastest(resumed) is None
+    across = fastest(-math.inf)
+    assert across is not None and across[0] < 0.95 * 100
 
 
 @pytest.mark.parametrize("burst", [3, 5])
@@ -244,6 +280,21 @@ def test_a_limit_read_from_the_ramp_climbs_until_the_next_429_tells_it() -> None
     assert second.kind == "token" and second.per_second == pytest.approx(10, rel=0.03)
     assert not b.state.climbing and Rate(second.limit, second.period) in b.windows
     assert b.per_second() == pytest.approx(10, rel=0.03)
+
+
+def test_the_climb_starts_halfway_to_the_pace_the_ramp_held() -> None:
+    # The ramp's step before the refused one went whole at a pace above the server's
+    # rate (the bucket's burst took the difference): the climb starts halfway between
+    # the window read from the 429 and that pace, not from the window's slow reading.
+    clock = FakeClock(EPOCH)
+    b = auto_bucket(clock)
+    server = Server("100/10", "token", burst=5)
+    (first,), refused_at = ramp_into(b, clock, server, 1)
+    held = refused_at / GROWTH
+    assert held > 10 > first.per_second
+    start = first.per_second + HALFWAY * (held - first.per_second)
+    assert b.per_second() == pytest.approx(start, abs=1 / first.period)
+    assert first.per_second < b.per_second() < 10
 
 
 def test_a_round_limit_read_from_the_ramp_is_kept() -> None:

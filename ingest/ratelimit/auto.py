@@ -54,6 +54,14 @@ RECORD = 1024
 # from it climbs, additively, by CLIMB of itself every HOLD seconds until the next
 # 429, whose inference, made from a pace held near the limit, is taken instead.
 CLIMB = 0.1
+# A limit read from the ramp's 429 that is not round is most often a window at its
+# fullest on that ramp, slower than the server's limit (a token bucket of 10/s with a
+# burst reads as 72/10): its climb starts HALFWAY from it to the pace of the ramp's
+# step before the refused one, which the server took whole.
+HALFWAY = 0.5
+# The sends of the last REFUSALS unexpected 429s, which a later inference explains too
+# when it can.
+REFUSALS = 8
 # A configured rate is corrected only by an inference clearly slower than the pace in
 # use (CONFIGURED_SLOWER); anything closer is timing noise (a bucket with no burst), met
 # as before. An inferred limit is refined by one CLEARLY_SLOWER than the pace in use.
@@ -118,7 +126,9 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         buckets=bool(s.inferred),
         periods=() if bucket.auto else {rate.period for rate in bucket.configured},
         resumed=s.paused_until,
+        refused=s.refusals,
     )
+    s.refusals = [*s.refusals[1 - REFUSALS :], sent_at]
     slower = CLEARLY_SLOWER if bucket.auto or s.inferred else CONFIGURED_SLOWER
     climbing, s.climbing = s.climbing, 0.0
     if found is not None and (
@@ -127,6 +137,8 @@ def learn(bucket: Bucket, sent_at: float, retry_after: float | None, offset: flo
         adopt(s, found)
         if ramping and not (found.round and told(found, retry_after)):
             s.climbing = CLIMB * found.per_second
+            if not found.round:
+                start_climb(s, found, sent_at)
         s.limited_at = s.ramped = now
         bucket.inferred_changed()
         return Lesson(True, found, s.rejections, now - sent_at)
@@ -160,6 +172,17 @@ def step(state: BucketState, now: float, *, ramping: bool) -> bool:
     if ramping:
         return ramp(state, now)
     return climb(state, now) or probe(state, now)
+
+
+def start_climb(state: BucketState, found: Inference, sent_at: float) -> None:
+    """Raise the limit just read from the ramp's 429 HALFWAY to the pace of the ramp's
+    step before the one that sent ``sent_at``, if that was faster."""
+    held = state.pace / GROWTH ** (2 if sent_at < state.ramped else 1)
+    if held > found.per_second:
+        for entry in state.inferred:
+            if entry[1] == found.period:
+                pace = found.per_second + HALFWAY * (held - found.per_second)
+                entry[0] = max(entry[0], math.floor(pace * found.period))
 
 
 def climb(state: BucketState, now: float) -> bool:

@@ -10,14 +10,15 @@ named, if any). Each hypothesis is a window length ``w`` and a kind:
   count minus one.
 - **fixed**: at most L accepted sends in each window of ``w`` seconds aligned on the
   epoch (refusals are free). L is the accepted count in ``at``'s window before it.
-- **token** (from a second 429 on): a bucket refilled at some rate, with some burst.
+- **token** (from a second 429 on): a bucket refilled at some rate, with some burst
+  (:mod:`ingest.ratelimit.tokens`).
 
 Sends after ``at`` are left out: the server had not seen them (they were in flight).
 A hypothesis is refuted by history when an earlier accepted send would have been over
 its limit, and by a ``Retry-After`` shorter than the wait it predicts; one that agrees
-only with much slower ones (a proxy that always says the same) is ignored. Of those
-left, the fastest wins: a guess too fast costs one more 429, which then refutes it; a
-guess too slow would cost throughput for the rest of the crawl.
+only with much slower ones (a proxy that always says the same) is ignored; one that
+explains the earlier 429s too is preferred. Of those left, the fastest wins: a guess too
+fast costs one more 429, which then refutes it; one too slow costs the rest of the crawl.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
+
+from ingest.ratelimit import tokens
 
 # Candidate window lengths, seconds. Limits are quoted per second, minute and hour, but
 # also per 2, 5, 10, 15 or 30 seconds, 2, 5, 10 or 15 minutes: a length that is not a
@@ -50,14 +53,6 @@ AGREEING = 0.8
 ROUND = 5
 # ... when at least 1/FRESH as many sends went before its window as in it.
 FRESH = 10
-# A token bucket: looked for from the fastest pace of BUCKET_LEAST sends in a row (but
-# at most BUCKET_UNDER of the pace the refused send came at) down, in steps of
-# BUCKET_STEP, to BUCKET_SLOWEST of it, over the last BUCKET_RECORD sends; adopted as a
-# rate per BUCKET_PERIOD seconds, rounded down to a round one within BUCKET_ROUNDED.
-BUCKET_LEAST, BUCKET_RECORD = 10, 1024
-BUCKET_STEP, BUCKET_SLOWEST = 0.005, 0.5
-BUCKET_PERIOD = 10.0
-BUCKET_UNDER, BUCKET_ROUNDED = 0.95, 0.97
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +92,7 @@ def infer(
     buckets: bool = False,
     periods: Collection[float] = (),
     resumed: float = -math.inf,
+    refused: Sequence[float] = (),
 ) -> Inference | None:
     """The fastest limit that explains the refusal of the request sent at ``at`` and
     every acceptance before it; None if none does.
@@ -109,7 +105,7 @@ def infer(
     moment, with the burst the last seconds spent, always explains it); ``periods``:
     the configured rates' periods, preferred when a hypothesis of that period survives;
     ``resumed``: when the last pause ended (with ``periods``, a window holding it is not
-    judged).
+    judged); ``refused``: the sends of the 429s learnt from before this one.
     """
     end = bisect_right(sends, at)
     if end == 0:
@@ -122,14 +118,22 @@ def infer(
             found = _hypothesis(kind, w, seen, accepted, at=at, since=since, offset=offset)
             if found is not None:
                 survivors.append(found)
-    if buckets and (bucket := _bucket(seen, rejected, at, since)) is not None:
-        survivors.append((bucket, 1 / bucket.per_second))  # until the next token
+    bucket = buckets and tokens.fastest(
+        seen, rejected, at, since=since, resumed=resumed, round_to=ROUND
+    )
+    if bucket:
+        limit, burst, sent = bucket
+        token = Inference(limit, tokens.PERIOD, "token", sent, at, burst)
+        survivors.append((token, 1 / token.per_second))  # until the next token
     if retry_after is not None:
         # A server that says "come back sooner" than a hypothesis would let it refutes
         # that hypothesis; one that says "later" may be a proxy adding its own wait.
         survivors = [(h, w) for h, w in survivors if w <= retry_after + SOONER]
     if not survivors:
         return None
+    survivors = _explaining_earlier(
+        survivors, seen, accepted, rejected, refused, at=at, offset=offset, since=since
+    )
     # The periods configured: a rate is more often documented with the right period and
     # the wrong count than the other way round. If none of them explains the 429, a
     # window reaching back before the first send (which holds every send so far, and
@@ -215,13 +219,60 @@ def _hypothesis(
     return Inference(limit, w, kind, count, at, start=start), wait
 
 
+def _explaining_earlier(
+    survivors: list[tuple[Inference, float]],
+    seen: Sequence[float],
+    accepted: Sequence[float],
+    rejected: Collection[float],
+    refused: Sequence[float],
+    *,
+    at: float,
+    offset: float,
+    since: float,
+) -> list[tuple[Inference, float]]:
+    """One limit behind every 429 is likelier than one for each: of the survivors, those
+    that would have refused the earlier sends ``refused`` too (those the record holds),
+    if one of them is near the fastest (AGREEING); else all of them."""
+    refused = [t for t in refused if since <= t < at]
+    if not refused:
+        return survivors
+    every = [
+        (h, w)
+        for h, w in survivors
+        if _refuses_all(h, seen, accepted, rejected, refused, offset=offset, since=since)
+    ]
+    fastest = max(h.per_second for h, _ in survivors)
+    if every and max(h.per_second for h, _ in every) >= AGREEING * fastest:
+        return every
+    return survivors
+
+
+def _refuses_all(
+    h: Inference, seen: Sequence[float], accepted: Sequence[float], rejected: Collection[float],
+    refused: Sequence[float], *, offset: float, since: float,
+) -> bool:  # fmt: skip
+    """Whether ``h`` would have refused each of the sends ``refused`` too (within a send:
+    the server saw them a little later or sooner than they left)."""
+    if h.kind == "token":
+        record = tokens.record_of(seen, since)
+        return all(tokens.refuses(record, rejected, h.per_second, h.burst, t) for t in refused)
+    for t in refused:
+        if h.kind == "sliding":
+            count = bisect_right(seen, t) - bisect_right(seen, t - h.period)
+        else:  # itself and the accepted ones before it in its window
+            start = math.floor((t + offset) / h.period) * h.period - offset
+            count = 1 + bisect_left(accepted, t) - bisect_left(accepted, start)
+        if count < h.limit:
+            return False
+    return True
+
+
 def _sliding_exceeded(
     seen: Sequence[float], accepted: Sequence[float], w: float, limit: int
 ) -> bool:
     """Whether some accepted send found more than ``limit`` sends in the ``w`` seconds
     ending with it (sends refused before it counted too)."""
-    lo = 0
-    hi = 0
+    lo = hi = 0
     for t in accepted:
         while hi < len(seen) and seen[hi] <= t:
             hi += 1
@@ -244,53 +295,3 @@ def _fixed_exceeded(accepted: Sequence[float], w: float, limit: int, offset: flo
         if count > limit:
             return True
     return False
-
-
-def _bucket(
-    seen: Sequence[float], rejected: Collection[float], at: float, since: float
-) -> Inference | None:
-    """The fastest token bucket (a rate, and some burst) that accepts every accepted
-    send and refuses the one at ``at``: None if none does at a useful rate."""
-    record = [t for t in seen if t >= since][-BUCKET_RECORD:]
-    if len(record) < BUCKET_LEAST:
-        return None
-    paces = [
-        (BUCKET_LEAST - 1) / (record[i + BUCKET_LEAST - 1] - record[i] or 1e-9)
-        for i in range(len(record) - BUCKET_LEAST + 1)
-    ]
-    # A bucket just under the pace the refused send came at explains any refusal at
-    # that pace (its burst spent since): only one clearly slower says something.
-    fastest = min(max(paces), BUCKET_UNDER * paces[-1])
-    rate = fastest
-    while rate > fastest * BUCKET_SLOWEST:
-        burst = _burst(record, rejected, at, rate)
-        if burst is not None:
-            limit = max(1, math.floor(rate * BUCKET_PERIOD))
-            rounded = limit - limit % ROUND  # the rate is read to a few percent
-            if rounded >= BUCKET_ROUNDED * limit:  # the round one just under, if it fits
-                fits = _burst(record, rejected, at, rounded / BUCKET_PERIOD)
-                limit, burst = (rounded, fits) if fits else (limit, burst)
-            return Inference(limit, BUCKET_PERIOD, "token", len(record), at, burst)
-        rate *= 1 - BUCKET_STEP
-    return None
-
-
-def _burst(
-    record: Sequence[float], rejected: Collection[float], at: float, rate: float
-) -> int | None:
-    """The least burst with which a bucket refilled at ``rate`` accepts every accepted
-    send of ``record`` and refuses the last (at ``at``); None if no burst does.
-
-    The deficit before each send (sends accepted beyond what ``rate`` refilled, at the
-    worst point since) follows Lindley's recursion; a send needs a burst of at least
-    its deficit plus one."""
-    deficit, worst, previous = 0.0, 0.0, None
-    for t in record:
-        if previous is not None:
-            deficit = max(0.0, deficit + (previous not in rejected) - rate * (t - previous))
-        if t == at:
-            return math.floor(worst) + 1 if deficit > worst else None
-        if t not in rejected:
-            worst = max(worst, deficit)
-        previous = t
-    return None
