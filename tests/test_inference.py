@@ -289,8 +289,8 @@ def test_the_climb_starts_halfway_to_the_pace_the_ramp_held() -> None:
     clock = FakeClock(EPOCH)
     b = auto_bucket(clock)
     server = Server("100/10", "token", burst=5)
-    (first,), refused_at = ramp_into(b, clock, server, 1)
-    held = refused_at / GROWTH
+    (first,), fastest = ramp_into(b, clock, server, 1)
+    held = fastest / GROWTH
     assert held > 10 > first.per_second
     start = first.per_second + HALFWAY * (held - first.per_second)
     assert b.per_second() == pytest.approx(start, abs=1 / first.period)

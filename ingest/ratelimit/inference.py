@@ -208,7 +208,7 @@ def _hypothesis(
         # The server's log is full until its oldest entries leave.
         wait = seen[min(first + 1, len(seen) - 1)] + w - at
     else:
-        start = math.floor((at + offset) / w) * w - offset
+        start = _window_start(at, w, offset)
         if start < since:
             return None
         count = len(accepted) - bisect_left(accepted, start)
@@ -231,40 +231,35 @@ def _explaining_earlier(
     since: float,
 ) -> list[tuple[Inference, float]]:
     """One limit behind every 429 is likelier than one for each: of the survivors, those
-    that would have refused the earlier sends ``refused`` too (those the record holds),
-    if one of them is near the fastest (AGREEING); else all of them."""
+    that would have refused the earlier sends ``refused`` too (those the record holds,
+    within a send: the server saw them a little later or sooner than they left), if one
+    of them is near the fastest (AGREEING); else all of them."""
     refused = [t for t in refused if since <= t < at]
-    if not refused:
-        return survivors
-    every = [
-        (h, w)
-        for h, w in survivors
-        if _refuses_all(h, seen, accepted, rejected, refused, offset=offset, since=since)
-    ]
+
+    def refuses_all(h: Inference) -> bool:
+        if h.kind == "token":
+            record = tokens.record_of(seen, since)
+            return tokens.refuses_all(record, rejected, h.per_second, h.burst, refused)
+        for t in refused:
+            if h.kind == "sliding":
+                count = bisect_right(seen, t) - bisect_right(seen, t - h.period)
+            else:  # itself and the accepted ones before it in its window
+                start = _window_start(t, h.period, offset)
+                count = 1 + bisect_left(accepted, t) - bisect_left(accepted, start)
+            if count < h.limit:
+                return False
+        return True
+
+    every = [(h, w) for h, w in survivors if refuses_all(h)] if refused else []
     fastest = max(h.per_second for h, _ in survivors)
     if every and max(h.per_second for h, _ in every) >= AGREEING * fastest:
         return every
     return survivors
 
 
-def _refuses_all(
-    h: Inference, seen: Sequence[float], accepted: Sequence[float], rejected: Collection[float],
-    refused: Sequence[float], *, offset: float, since: float,
-) -> bool:  # fmt: skip
-    """Whether ``h`` would have refused each of the sends ``refused`` too (within a send:
-    the server saw them a little later or sooner than they left)."""
-    if h.kind == "token":
-        record = tokens.record_of(seen, since)
-        return all(tokens.refuses(record, rejected, h.per_second, h.burst, t) for t in refused)
-    for t in refused:
-        if h.kind == "sliding":
-            count = bisect_right(seen, t) - bisect_right(seen, t - h.period)
-        else:  # itself and the accepted ones before it in its window
-            start = math.floor((t + offset) / h.period) * h.period - offset
-            count = 1 + bisect_left(accepted, t) - bisect_left(accepted, start)
-        if count < h.limit:
-            return False
-    return True
+def _window_start(t: float, w: float, offset: float) -> float:
+    """When the epoch-aligned window of ``w`` seconds that holds ``t`` began."""
+    return math.floor((t + offset) / w) * w - offset
 
 
 def _sliding_exceeded(

@@ -79,16 +79,18 @@ def least_burst(
     return None
 
 
-def refuses(
-    record: Sequence[float], rejected: Collection[float], rate: float, burst: int, sent: float
+def refuses_all(
+    record: Sequence[float],
+    rejected: Collection[float],
+    rate: float,
+    burst: int,
+    sends: Collection[float],
 ) -> bool:
-    """Whether a bucket of ``rate`` and ``burst`` would have refused the send at ``sent``
-    (within a token: the server saw it a little later or sooner); True when the record
-    does not hold it."""
-    for t, deficit in _deficits(record, rejected, rate):
-        if t == sent:
-            return deficit > burst - 2
-    return True
+    """Whether a bucket of ``rate`` and ``burst`` would have refused each of ``sends``
+    the record holds (within a token: the server saw them a little later or sooner)."""
+    return all(
+        deficit > burst - 2 for t, deficit in _deficits(record, rejected, rate) if t in sends
+    )
 
 
 def _deficits(
