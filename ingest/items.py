@@ -50,7 +50,7 @@ class ListingMark:
     in the same transaction as they are, so that a stop never separates the two."""
 
     listing: str  # the listing's key: its pagination and URL
-    position: str | None  # JSON (see ingest.listings.Walk.position); None once finished
+    position: str | None  # JSON (see ingest.listing.walk.Walk.position); None once finished
     finished: bool
     high_water: str | None  # JSON: the highest `since` field among its items so far
     at: float

@@ -12,11 +12,12 @@ from jsonschema.validators import validator_for
 from scrapy.exceptions import DropItem
 from scrapy.utils.asyncio import sleep as scrapy_sleep
 
-from ingest.config import ConfigError, load_schema, parse_positive_int, parse_seconds
-from ingest.humanize import duration
+from ingest.config.values import ConfigError
 from ingest.items import FAILED, INVALID, STORED, Outcome, Page
+from ingest.job import Job
+from ingest.progress.humanize import duration
 from ingest.signals import batch_written, storage_available, storage_unavailable
-from ingest.stopping import Waiter, crawl_is_stopping
+from ingest.stopping.waiting import Waiter, crawl_is_stopping
 from ingest.storage import open_store
 from ingest.storage.base import Record, StorageRefused, StorageUnavailable, Store
 from ingest.storage.groupcommit import GroupCommit, Unwritten
@@ -64,7 +65,7 @@ class ValidationPipeline:
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         assert crawler.stats is not None
-        return cls(load_schema(crawler.settings.get("ITEM_SCHEMA")), crawler.stats)
+        return cls(Job.of(crawler).schema, crawler.stats)
 
     def process_item(self, item: Outcome | Page) -> Outcome | Page:
         if isinstance(item, Page):
@@ -121,19 +122,17 @@ class StoragePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        url = crawler.settings.get("DATABASE_URL")
+        storing = Job.of(crawler).storing
         try:
-            store = open_store(url)
+            store = open_store(storing.database_url)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         assert crawler.stats is not None
         return cls(
             store,
             crawler.stats,
-            max_batch=parse_positive_int(
-                "STORAGE_BATCH_SIZE", crawler.settings.get("STORAGE_BATCH_SIZE")
-            ),
-            linger=parse_seconds("STORAGE_LINGER", crawler.settings.get("STORAGE_LINGER")),
+            max_batch=storing.batch_size,
+            linger=storing.linger,
             sleep=Waiter(partial(crawl_is_stopping, crawler)).sleep,
             signals=crawler.signals,
         )

@@ -113,7 +113,7 @@ DOWNLOADER_MIDDLEWARES = {
     "scrapy.downloadermiddlewares.retry.RetryMiddleware": None,
     "ingest.downloadermiddlewares.retry.BackoffRetryMiddleware": 550,
     "ingest.downloadermiddlewares.outages.OutagesMiddleware": 940,
-    "ingest.downloadermiddlewares.batchsize.BatchSizeMiddleware": 945,
+    "ingest.batch.middleware.BatchSizeMiddleware": 945,
     "ingest.ratelimit.middleware.RateLimitMiddleware": 950,
     "ingest.downloadermiddlewares.auth.ApiTokenMiddleware": 960,
     # Next to the wire, after every wait: requests are counted as they go, and every
@@ -127,9 +127,9 @@ ITEM_PIPELINES = {
 EXTENSIONS = {
     "scrapy.extensions.telnet.TelnetConsole": None,
     "scrapy.extensions.logstats.LogStats": None,
-    "ingest.extensions.bar.ProgressBar": 490,
-    "ingest.extensions.progress.Progress": 500,
-    "ingest.extensions.metrics.Metrics": 505,
+    "ingest.progress.bar.ProgressBar": 490,
+    "ingest.progress.lines.Progress": 500,
+    "ingest.metrics.extension.Metrics": 505,
     "ingest.extensions.reconcile.Reconcile": 510,
     "ingest.distributed.worker.Worker": 510,
     "ingest.extensions.gcfreeze.FreezeHeap": 520,
@@ -138,7 +138,7 @@ EXTENSIONS = {
 # ---------------------------------------------------------------- JOBDIR
 # Batches of ids are named by their place in the job, so that a rerun does not queue
 # again what JOBDIR's queue holds (Scrapy's fingerprints for everything else).
-REQUEST_FINGERPRINTER_CLASS = "ingest.batches.BatchFingerprinter"
+REQUEST_FINGERPRINTER_CLASS = "ingest.batch.fingerprints.BatchFingerprinter"
 # With -s JOBDIR=DIR the queue lives in SQLite: every push and pop is durable, so a
 # forced stop leaves it consistent. First in, first out: ids go in order.
 SCHEDULER_DISK_QUEUE = "scrapy.squeues.PickleFifoSQLiteQueue"

@@ -10,3 +10,6 @@ storage_available = object()
 batch_written = object()
 # The API refused one of several keys (api=, fingerprint=): no request goes on it again.
 key_rejected = object()
+# The rate limiter inferred the API's limit from its 429s (rate=, a Rate): what progress and
+# the summary measure against from then on.
+limit_inferred = object()

@@ -1,11 +1,13 @@
-"""The package's shape, checked: imports run one way, modules stay short and say what they own.
+"""The package's shape, checked: imports run one way, modules stay short and say what they own,
+and ideas live in folders.
 
     python scripts/check_structure.py [PACKAGE_DIR]
 
 Exits 1, listing every problem, when a module imports (directly or through others) a
-module that imports it back, when a module is longer than MAX_LINES, or when one
-does not open with a docstring. Imports under ``if TYPE_CHECKING:`` do not count:
-they never run.
+module that imports it back, when a module is longer than MAX_LINES, when one does not
+open with a docstring, or when more than MAX_LOOSE modules stand at the package's top
+(beside its ``__init__``): those are the project's face, each other idea has a folder.
+Imports under ``if TYPE_CHECKING:`` do not count: they never run.
 """
 
 from __future__ import annotations
@@ -15,7 +17,9 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-MAX_LINES = 300
+# A module holds one idea, read top to bottom: the longest that still reads so are about this.
+MAX_LINES = 400
+MAX_LOOSE = 10
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -106,6 +110,11 @@ def problems(root: Path) -> list[str]:
             found.append(f"{path}: {lines} lines, more than {MAX_LINES}")
         if ast.get_docstring(ast.parse(text)) is None:
             found.append(f"{path}: no docstring saying what {name} owns")
+    loose = sorted(path.name for path in root.glob("*.py") if path.name != "__init__.py")
+    if len(loose) > MAX_LOOSE:
+        found.append(
+            f"{root}: {len(loose)} modules at the top, more than {MAX_LOOSE}: {', '.join(loose)}"
+        )
     return found
 
 

@@ -10,9 +10,13 @@ import pytest
 from scrapy import Request
 from scrapy.settings import Settings
 
-from ingest.answers import NoItems, NotJson, id_of, items_at, read_batch
-from ingest.batches import BatchFingerprinter, BatchSpec, Sizer
-from ingest.config import ConfigError
+from ingest.batch.answers import read_batch
+from ingest.batch.fingerprints import BatchFingerprinter
+from ingest.batch.sizer import Sizer
+from ingest.batch.spec import BatchSpec
+from ingest.config.values import ConfigError
+from ingest.fetching.answers import NoItems, NotJson, id_of, items_at
+from ingest.job import Job
 
 API = "http://api.test/items/{id}"
 
@@ -26,7 +30,7 @@ def spec(**settings: Any) -> BatchSpec | None:
     project = Settings()
     project.setmodule("ingest.settings")
     project.update({**merged, **settings})
-    return BatchSpec.from_settings(project)
+    return Job.from_settings(project).batching
 
 
 def test_size_one_is_one_id_a_request() -> None:
@@ -223,9 +227,9 @@ class Stats(dict):  # type: ignore[type-arg]
 
 
 def test_progress_counts_ids_and_requests_apart_and_the_eta_by_batches() -> None:
-    from ingest.extensions.progress import progress_line
-    from ingest.figures import Figures
-    from ingest.ratelimit.rates import parse_rates
+    from ingest.progress.figures import Figures
+    from ingest.progress.lines import progress_line
+    from ingest.ratelimit.pacing.rates import parse_rates
 
     clock = [1000.0]
     stats = Stats({"storage/stored": 4000, "batch/requests_answered": 80})

@@ -8,8 +8,8 @@ from pathlib import Path
 import psycopg
 
 from ingest.items import STORED, UNCHANGED, ListingMark, Outcome
-from ingest.ratelimit.bucket import TokenBucket
-from ingest.ratelimit.rates import Rate
+from ingest.ratelimit.pacing.bucket import TokenBucket
+from ingest.ratelimit.pacing.rates import Rate
 from ingest.storage import open_store
 from tests.support.clock import FakeClock
 from tests.support.crawl import crawl, query

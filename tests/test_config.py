@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from ingest.api import check_api_url
-from ingest.config import ConfigError, load_schema
-from ingest.ids import id_source, parse_ids
-from ingest.ratelimit.quota import retry_after_seconds
-from ingest.ratelimit.rates import Rate, parse_rates
+from ingest.config.values import ConfigError, load_schema
+from ingest.fetching.ids import id_source, parse_ids
+from ingest.fetching.urls import check_api_url
+from ingest.ratelimit.headers import retry_after_seconds
+from ingest.ratelimit.pacing.rates import Rate, parse_rates
 
 
 def test_ids_ranges_and_singles_in_order_merged() -> None:

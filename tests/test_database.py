@@ -27,11 +27,11 @@ from scrapy.statscollectors import MemoryStatsCollector
 from scrapy.utils.test import get_crawler
 
 from ingest import settings
-from ingest.config import load_schema
+from ingest.config.values import load_schema
 from ingest.items import FAILED, INVALID, STORED, Outcome
 from ingest.pipelines import StoragePipeline, ValidationPipeline
 from ingest.signals import storage_available, storage_unavailable
-from ingest.stopping import Waiter
+from ingest.stopping.waiting import Waiter
 from ingest.storage import StorageRefused, StorageUnavailable, open_store
 from ingest.storage.sqlite import SQLiteStore
 from tests.support.crawl import (

@@ -8,8 +8,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ingest.details import DetailsFeed, ListedIds
 from ingest.items import FAILED, STORED, ListingMark, Outcome
+from ingest.listing.details import DetailsFeed, ListedIds
 from ingest.storage import open_store
 from ingest.storage.ledger import Ledger
 

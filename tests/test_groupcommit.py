@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import pytest
 
 from ingest.items import STATES, STORED, Outcome
-from ingest.stopping import Stopping, Waiter
+from ingest.stopping.waiting import Stopping, Waiter
 from ingest.storage.base import StorageRefused, StorageUnavailable
 from ingest.storage.groupcommit import GroupCommit, Unwritten
 from ingest.storage.ledger import Ledger, outage_backoff

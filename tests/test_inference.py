@@ -6,11 +6,12 @@ import math
 
 import pytest
 
-from ingest.ratelimit import tokens
-from ingest.ratelimit.auto import CLIMB, GROWTH, HALFWAY, HOLD, told
-from ingest.ratelimit.bucket import TokenBucket
-from ingest.ratelimit.inference import Inference, infer
-from ingest.ratelimit.rates import Rate
+from ingest.ratelimit.learning import fitting
+from ingest.ratelimit.learning.auto import CLIMB, GROWTH, HALFWAY, HOLD
+from ingest.ratelimit.learning.inference import Inference, infer
+from ingest.ratelimit.learning.lessons import limited, succeeded, told
+from ingest.ratelimit.pacing.bucket import TokenBucket
+from ingest.ratelimit.pacing.rates import Rate
 from mockapi.limits import RateLimiter, ceil_seconds, parse_limits
 from tests.support.clock import FakeClock
 
@@ -150,10 +151,10 @@ def test_no_token_bucket_is_read_from_a_429_soon_after_a_pause() -> None:
     first, retry_after = server.pace(13, EPOCH)
     resumed = first + retry_after
     at, _ = server.pace(40, resumed)
-    assert 0 < server.sends.index(at) - server.sends.index(resumed) < tokens.LEAST - 1
+    assert 0 < server.sends.index(at) - server.sends.index(resumed) < fitting.LEAST - 1
 
     def fastest(resumed: float) -> tuple[int, int, int] | None:
-        return tokens.fastest(
+        return fitting.fastest(
             server.sends, server.rejected, at, since=-math.inf, resumed=resumed, round_to=5
         )
 
@@ -212,7 +213,7 @@ def test_auto_starts_cautious_and_ramps_up_step_by_step() -> None:
     paces = [round(b.per_minute(), 6)]
     while len(paces) < 5:
         send(b, clock)
-        if b.succeeded():
+        if succeeded(b):
             paces.append(round(b.per_minute(), 6))
     assert paces == [round(60 * GROWTH**step, 6) for step in range(5)]
     assert clock.now - EPOCH == pytest.approx(4 * HOLD, abs=1.0)
@@ -227,7 +228,7 @@ def test_the_ramp_raises_only_a_pace_in_use() -> None:
     for _ in range(20):
         send(b, clock)
         clock.now += 1.0
-        assert not b.succeeded()
+        assert not succeeded(b)
     assert b.per_second() == 10.0
 
 
@@ -236,12 +237,12 @@ def test_a_ramp_step_books_again_the_slots_booked_at_the_old_pace() -> None:
     clock = FakeClock(EPOCH)
     b = auto_bucket(clock)
     send(b, clock)
-    b.succeeded()
+    succeeded(b)
     ahead = [b.reserve() for _ in range(16)]
     assert ahead[-1].at - clock.now == pytest.approx(16, rel=0.01)
     clock.now += HOLD
     b.state.sends.extend([clock.now - 1.5, clock.now - 1.0, clock.now - 0.5])
-    assert b.succeeded()
+    assert succeeded(b)
     assert b.confirm(ahead[0]).wait is None  # void: booked again
     assert b.reserve().at - clock.now <= 1 / GROWTH
 
@@ -255,12 +256,12 @@ def ramp_into(
     while len(server.rejected) < count:
         at = send(b, clock)
         if retry_after := server.send(at):
-            lesson = b.limited(at, retry_after, epoch=clock.now)
+            lesson = limited(b, at, retry_after, epoch=clock.now)
             assert lesson.unexpected and lesson.inferred is not None
             taught.append(lesson.inferred)
             b.pause(retry_after)
         else:
-            b.succeeded()
+            succeeded(b)
             fastest = max(fastest, b.per_second())
     return taught, fastest
 
@@ -317,7 +318,7 @@ def test_auto_adopts_the_inferred_limit_and_keeps_known_rates() -> None:
         b.confirm(slot)
         if retry_after := server.send(slot.at):
             break
-    lesson = b.limited(slot.at, retry_after, epoch=clock.now)
+    lesson = limited(b, slot.at, retry_after, epoch=clock.now)
     assert lesson.unexpected and lesson.inferred is not None
     assert (lesson.inferred.limit, lesson.inferred.period) == (100, 10.0)
     assert b.per_minute() == pytest.approx(600)
@@ -333,7 +334,7 @@ def test_a_configured_rate_that_is_right_meets_a_lone_429_as_before() -> None:
         slot = b.reserve()
         clock.now = slot.at
         b.confirm(slot)
-    lesson = b.limited(slot.at, 1.0, epoch=clock.now)
+    lesson = limited(b, slot.at, 1.0, epoch=clock.now)
     assert lesson.unexpected and lesson.inferred is None
     assert b.per_minute() == pytest.approx(600 * 0.97)
 
@@ -350,7 +351,7 @@ def test_a_lone_429_at_the_configured_rate_never_lowers_it_much(phase: float) ->
             clock.now = slot.at
             b.confirm(slot)
         clock.now += 0.002
-        lesson = b.limited(slot.at, 1.0, epoch=clock.now)
+        lesson = limited(b, slot.at, 1.0, epoch=clock.now)
         assert lesson.inferred is None, (sends, lesson.inferred)
         assert b.per_minute() == pytest.approx(600 * 0.97)
 
@@ -367,7 +368,7 @@ def test_two_429s_at_the_configured_rate_never_lower_it_much(first: int, second:
         b.confirm(slot)
         if i in (first, second):
             clock.now += 0.002
-            assert b.limited(slot.at, 1.0, epoch=clock.now).inferred is None
+            assert limited(b, slot.at, 1.0, epoch=clock.now).inferred is None
             b.pause(1.0)
         else:
-            b.succeeded()
+            succeeded(b)

@@ -18,15 +18,15 @@ import redis
 from scrapy.settings import Settings
 from scrapy.utils.test import get_crawler
 
-from ingest.config import ConfigError
-from ingest.keys import load_keys, parse_tokens
-from ingest.masking import fingerprint
+from ingest.config.keys import load_keys, parse_tokens
+from ingest.config.masking import fingerprint
+from ingest.config.values import ConfigError
 from ingest.ratelimit.backends.memory import MemoryBackend
-from ingest.ratelimit.bucket import TokenBucket
-from ingest.ratelimit.pauses import Pauses
-from ingest.ratelimit.rates import Rate
+from ingest.ratelimit.feedback import Pauses
+from ingest.ratelimit.pacing.bucket import TokenBucket
+from ingest.ratelimit.pacing.rates import Rate
 from ingest.ratelimit.routing import Router, soonest
-from ingest.stopping import Stopping, Waiter
+from ingest.stopping.waiting import Stopping, Waiter
 from tests.support.clock import FakeClock
 from tests.support.crawl import REPO_ROOT, crawl, crawl_command, environment, spawn, terminal_states
 from tests.support.mockapi import span, statuses
@@ -94,7 +94,7 @@ def router(clock: FakeClock, backend: MemoryBackend, rejected: list[str]) -> Rou
     return Router(
         keys,
         backend,
-        pauses=Pauses(crawler, backend, crawler.stats, max_pause=900),
+        pauses=Pauses(crawler, backend, max_pause=900),
         waiter=Waiter(lambda: False, spin=0.0, clock=clock, sleep=clock.sleep),
         stats=crawler.stats,
         on_all_rejected=rejected.append,

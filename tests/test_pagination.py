@@ -6,10 +6,9 @@ import json
 
 import pytest
 
-from ingest.config import ConfigError
+from ingest.config.values import ConfigError
 from ingest.items import STORED, ListingMark, Outcome
-from ingest.listings import Frontier, PageAnswer, Walk
-from ingest.pagination import (
+from ingest.listing.pagination import (
     Pagination,
     cursor_value,
     last_number,
@@ -19,6 +18,7 @@ from ingest.pagination import (
     parse_since,
     total_of,
 )
+from ingest.listing.walk import Frontier, PageAnswer, Walk
 from ingest.storage.base import plan_write
 
 

@@ -9,7 +9,7 @@ from email.utils import formatdate
 import pytest
 from scrapy.http import Headers
 
-from ingest.ratelimit.quota import Quota, quota_of, rate_limited
+from ingest.ratelimit.headers import Quota, quota_of, rate_limited
 
 SERVER_NOW = 1_700_000_000
 DATE = formatdate(SERVER_NOW, usegmt=True)

@@ -7,8 +7,14 @@ import asyncio
 import pytest
 
 from ingest.ratelimit.backends.memory import MemoryBackend
-from ingest.ratelimit.bucket import GUARD_MIN_INTERVAL, WINDOW_MARGIN, Confirmation, TokenBucket
-from ingest.ratelimit.rates import Rate
+from ingest.ratelimit.learning.lessons import limited, succeeded
+from ingest.ratelimit.pacing.bucket import (
+    GUARD_MIN_INTERVAL,
+    WINDOW_MARGIN,
+    Confirmation,
+    TokenBucket,
+)
+from ingest.ratelimit.pacing.rates import Rate
 from tests.support.clock import FakeClock
 
 
@@ -175,7 +181,7 @@ def test_a_slower_pace_brings_the_guard_back() -> None:
     assert not TokenBucket([Rate(1200, 60)], burst=2, clock=clock).guarded
     b = TokenBucket([Rate(1500, 60)], clock=clock, rand=lambda: 0.0)
     assert not b.guarded  # 40 ms
-    assert b.limited(sent_at=clock.now)  # an unexpected 429: 3% slower, 41 ms
+    assert limited(b, sent_at=clock.now)  # an unexpected 429: 3% slower, 41 ms
     assert not b.guarded
     assert b.adopt(Rate(60, 6))  # the server announces 100 ms
     assert b.guarded and b.reserve().precise
@@ -222,18 +228,18 @@ def test_a_budget_counts_the_sends_the_server_had_not_seen() -> None:
 def test_unexpected_429s_lower_the_pace_and_it_climbs_back() -> None:
     clock = FakeClock()
     b = bucket([Rate(60, 60)], clock=clock)
-    assert b.limited(sent_at=clock.now)
+    assert limited(b, sent_at=clock.now)
     assert b.state.scale == pytest.approx(0.97)  # a lone 429: a little slower
     clock.now += 30
-    assert b.limited(sent_at=clock.now)
+    assert limited(b, sent_at=clock.now)
     assert b.state.scale == pytest.approx(0.97 * 0.85)  # another within the period: much slower
     assert b.per_minute() == pytest.approx(60 * 0.97 * 0.85)
     clock.now += 5
-    assert not b.succeeded()  # too soon: a probe every period / 6
+    assert not succeeded(b)  # too soon: a probe every period / 6
     scales = []
     for _ in range(6):
         clock.now += 10
-        b.succeeded()
+        succeeded(b)
         scales.append(round(b.state.scale, 4))
     # Fast back to near the pace of the last 429, then slowly.
     assert scales == [0.8745, 0.9245, 0.9345, 0.9445, 0.9545, 0.9645]
@@ -242,9 +248,9 @@ def test_unexpected_429s_lower_the_pace_and_it_climbs_back() -> None:
 def test_429s_a_period_apart_are_each_a_lone_one() -> None:
     clock = FakeClock()
     b = bucket([Rate(60, 60)], clock=clock)
-    b.limited(sent_at=clock.now)
+    limited(b, sent_at=clock.now)
     clock.now += 61
-    b.limited(sent_at=clock.now)
+    limited(b, sent_at=clock.now)
     assert b.state.scale == pytest.approx(0.97 * 0.97)
 
 
@@ -253,9 +259,9 @@ def test_429s_from_before_a_pause_are_not_news() -> None:
     b = bucket([Rate(60, 60)], clock=clock)
     early = clock.now
     clock.now += 1
-    assert b.limited(sent_at=clock.now - 0.5)
+    assert limited(b, sent_at=clock.now - 0.5)
     b.pause(10)
-    assert not b.limited(sent_at=early)
+    assert not limited(b, sent_at=early)
     assert b.state.scale == pytest.approx(0.97)
 
 

@@ -17,11 +17,12 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from ingest.config import ConfigError
-from ingest.ratelimit.auto import RECORD
+from ingest.config.values import ConfigError
 from ingest.ratelimit.backends.redis import RedisBackend, RedisUnavailable
-from ingest.ratelimit.bucket import (
+from ingest.ratelimit.learning.lessons import limited, succeeded
+from ingest.ratelimit.pacing.bucket import (
     MARGIN,
+    RECORD,
     SPACING,
     WINDOW_MARGIN,
     BucketState,
@@ -29,7 +30,7 @@ from ingest.ratelimit.bucket import (
     Reservation,
     TokenBucket,
 )
-from ingest.ratelimit.rates import Rate
+from ingest.ratelimit.pacing.rates import Rate
 from tests.support.clock import FakeClock
 from tests.support.redis import free_port
 
@@ -374,21 +375,19 @@ def test_what_429s_teach_is_shared_by_every_worker(redis_url: str) -> None:
     async def scenario() -> None:
         clock = FakeClock()
         async with exact(redis_url, [Rate(60, 60)], clock=clock, n=2) as [a, b]:
-            assert await a.run(API, TokenBucket.limited, sent_at=clock.now)
+            assert await a.run(API, limited, sent_at=clock.now)
             assert await b.run(API, TokenBucket.per_minute) == pytest.approx(
                 60 * 0.97
             )  # a lone 429
             clock.now += 1
-            assert await b.run(
-                API, TokenBucket.limited, sent_at=clock.now
-            )  # another, from the other worker
+            assert await b.run(API, limited, sent_at=clock.now)  # another, from the other worker
             assert await a.run(API, TokenBucket.per_minute) == pytest.approx(60 * 0.97 * 0.85)
             clock.now += 5
-            assert not await b.run(API, TokenBucket.succeeded)  # too soon: a probe every period / 6
+            assert not await b.run(API, succeeded)  # too soon: a probe every period / 6
             paces = []
             for worker in [a, b, a, b, a, b]:
                 clock.now += 10
-                assert await worker.run(API, TokenBucket.succeeded)
+                assert await worker.run(API, succeeded)
                 paces.append(round(await a.run(API, TokenBucket.per_minute), 2))
             # Fast back to near the pace of the last 429, then slowly.
             assert paces == [52.47, 55.47, 56.07, 56.67, 57.27, 57.87]
@@ -402,12 +401,10 @@ def test_429s_from_before_a_pause_are_not_news(redis_url: str) -> None:
         async with exact(redis_url, [Rate(60, 60)], clock=clock, n=2) as [a, b]:
             early = clock.now
             clock.now += 1
-            assert await a.run(API, TokenBucket.limited, sent_at=clock.now - 0.5)
+            assert await a.run(API, limited, sent_at=clock.now - 0.5)
             await b.run(API, TokenBucket.pause, 10)
-            assert not await a.run(API, TokenBucket.limited, sent_at=early)
-            assert not await b.run(
-                API, TokenBucket.limited, sent_at=float("-inf")
-            )  # sent time unknown
+            assert not await a.run(API, limited, sent_at=early)
+            assert not await b.run(API, limited, sent_at=float("-inf"))  # sent time unknown
             assert await a.run(API, TokenBucket.per_minute) == pytest.approx(60 * 0.97)
 
     run(scenario)
@@ -428,7 +425,7 @@ def test_one_workers_429_teaches_every_worker_the_inferred_limit(redis_url: str)
                 clock.now = max(clock.now, slot.at)
                 await worker.run(API, TokenBucket.confirm, slot)
             # The 101st went 8.33 s after the first: the log frees a place 1.75 s later.
-            lesson = await a.run(API, TokenBucket.limited, clock.now, 2.0, clock.now)
+            lesson = await a.run(API, limited, clock.now, 2.0, clock.now)
             assert lesson.inferred is not None
             assert (lesson.inferred.limit, lesson.inferred.period) == (100, 10.0)
             assert await b.run(API, TokenBucket.per_minute) == pytest.approx(600)

@@ -15,8 +15,8 @@ from typing import Any
 import psycopg
 import pytest
 
+from ingest.config.masking import mask_url
 from ingest.items import STORED, ListingMark, Outcome
-from ingest.masking import mask_url
 from ingest.storage import (
     StorageError,
     StorageRefused,

@@ -18,7 +18,7 @@ from check_structure import problems
 
 def test_every_module_imports() -> None:
     names = [m.name for m in pkgutil.walk_packages(ingest.__path__, "ingest.")]
-    assert "ingest.ratelimit.bucket" in names and "ingest.storage.ledger" in names
+    assert "ingest.ratelimit.pacing.bucket" in names and "ingest.storage.ledger" in names
     for name in names:
         importlib.import_module(name)
 
@@ -38,13 +38,25 @@ def test_the_check_finds_a_cycle_and_ignores_imports_for_type_checking(tmp_path:
     (package / "d.py").write_text(
         '"""D."""\nfrom typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from pkg import e\n'
     )
-    (package / "e.py").write_text('"""E."""\nfrom pkg import d\n' + "x = 1\n" * 300)
+    (package / "e.py").write_text('"""E."""\nfrom pkg import d\n' + "x = 1\n" * 400)
     (package / "f.py").write_text("x = 1\n")
     found = problems(package)
     assert found[0] == "import cycle: pkg.a <-> pkg.c <-> pkg.sub.b"
-    assert any("e.py: 302 lines" in problem for problem in found)
+    assert any("e.py: 402 lines" in problem for problem in found)
     assert any("no docstring saying what pkg.f owns" in problem for problem in found)
     assert len(found) == 3  # d and e are no cycle: d imports e only for type checking
+
+
+def test_the_check_fails_when_more_than_ten_modules_stand_loose(tmp_path: Path) -> None:
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text('"""Root."""\n')
+    for n in range(10):
+        (package / f"m{n}.py").write_text(f'"""Module {n}."""\n')
+    assert problems(package) == []
+    (package / "m10.py").write_text('"""One more."""\n')
+    (found,) = problems(package)
+    assert "11 modules at the top, more than 10" in found
 
 
 def test_the_egg_holds_the_product_only(tmp_path: Path) -> None:

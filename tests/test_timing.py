@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from ingest.backoff import exponential, full_jitter
-from ingest.stopping import Stopping, Waiter
+from ingest.stopping.waiting import Stopping, Waiter
 from tests.support.clock import FakeClock
 
 

@@ -9,15 +9,16 @@ from typing import TYPE_CHECKING, Any
 
 from scrapy.commands.crawl import Command as ScrapyCrawl
 
-from ingest.config import ConfigError, parse_flag
-from ingest.endings import EXIT_CODES, EXIT_UNREACHABLE, EXIT_USAGE
-from ingest.preflight import (
+from ingest.config.preflight import (
     ApiUnreachable,
     check_list_args,
     check_reachable,
     check_settings,
     check_spider_args,
 )
+from ingest.config.values import ConfigError, parse_flag
+from ingest.job import log_level, log_target
+from ingest.stopping.endings import EXIT_CODES, EXIT_UNREACHABLE, EXIT_USAGE
 
 if TYPE_CHECKING:
     import argparse
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
 class Command(ScrapyCrawl):
     """Scrapy's crawl command; a bad setting or argument of the ``api`` spider ends
     it at once with one line naming the culprit and exit code 2 (69 for an API that
-    cannot be reached). A crawl that ends early for a reason of ``ingest.endings``
+    cannot be reached). A crawl that ends early for a reason of ``ingest.stopping.endings``
     exits with that reason's code (75: try again later; 77: the token was refused)."""
 
     def _create_crawler(self, spidercls: Any) -> Crawler:
@@ -39,7 +40,7 @@ class Command(ScrapyCrawl):
         # Scrapy's loggers are at DEBUG and its handler drops what is under LOG_LEVEL:
         # every response would build two records ("Crawled", "Scraped from") for nothing.
         assert self.settings is not None
-        logging.getLogger("scrapy").setLevel(self.settings.get("LOG_LEVEL"))
+        logging.getLogger("scrapy").setLevel(log_level(self.settings))
         super().run(args, opts)
         crawler = getattr(self, "crawler", None)
         stats = crawler.stats if crawler is not None else None
@@ -54,9 +55,9 @@ class Command(ScrapyCrawl):
         try:
             if args[0] == "list":
                 url = check_list_args(opts.spargs, self.settings)
-                check_settings(self.settings, api_url=url)
+                job = check_settings(self.settings, api_url=url)
                 if parse_flag("details", opts.spargs.get("details")):
-                    check_reachable(self.settings.get("API_URL"))  # the details' host
+                    check_reachable(job.api_url)  # the details' host
             else:
                 check_spider_args(opts.spargs)
                 check_settings(self.settings)
@@ -65,7 +66,8 @@ class Command(ScrapyCrawl):
             print(line, file=sys.stderr)
             # Logging starts only with the crawl: under scrapyd, whose job log is
             # LOG_FILE, the line would otherwise be in no log of the job.
-            if log_file := self.settings.get("LOG_FILE"):
-                with Path(log_file).open("a", encoding=self.settings.get("LOG_ENCODING")) as log:
+            log_file, encoding = log_target(self.settings)
+            if log_file:
+                with Path(log_file).open("a", encoding=encoding) as log:
                     print(line, file=log)
             sys.exit(EXIT_UNREACHABLE if isinstance(exc, ApiUnreachable) else EXIT_USAGE)

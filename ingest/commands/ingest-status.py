@@ -12,11 +12,12 @@ from scrapy.commands import ScrapyCommand
 from scrapy.exceptions import UsageError
 from scrapy.utils.conf import arglist_to_dict
 
-from ingest.config import ConfigError
-from ingest.extensions.progress import SUMMARY_FILE
-from ingest.ids import IdSource, id_source
+from ingest.config.masking import mask_url
+from ingest.config.values import ConfigError
+from ingest.fetching.ids import IdSource, id_source
 from ingest.items import STATES
-from ingest.masking import mask_url
+from ingest.job import Storing
+from ingest.progress.lines import SUMMARY_FILE
 from ingest.storage import open_store
 from ingest.storage.base import StorageError, Store
 from ingest.storage.report import Report
@@ -136,8 +137,9 @@ class Command(ScrapyCommand):
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None
-        url = self.settings.get("DATABASE_URL")
         try:
+            storing = Storing.from_settings(self.settings)
+            url = storing.database_url
             ids = id_source(opts.spargs) if opts.spargs else None
             if opts.pending and ids is None:
                 raise ConfigError("--pending needs the job's ids: -a ids=… or -a ids_file=PATH")
@@ -161,7 +163,7 @@ class Command(ScrapyCommand):
                     with open(opts.pending, "w", encoding="utf-8") as out:
                         write_pending(report.pending(ids), out)
             elif opts.json:
-                self._json(store, report, ids)
+                self._json(store, report, ids, storing.jobdir)
             else:
                 self._text(store, report, ids, mask_url(url))
         except StorageError as exc:
@@ -170,8 +172,7 @@ class Command(ScrapyCommand):
         finally:
             store.close()
 
-    def _json(self, store: Store, report: Report, ids: IdSource | None) -> None:
-        assert self.settings is not None
+    def _json(self, store: Store, report: Report, ids: IdSource | None, jobdir: str | None) -> None:
         status: dict[str, Any] = {"database": store.url, "counts": store.counts()}
         if ids is not None:
             counts = report.counts(ids)
@@ -181,7 +182,7 @@ class Command(ScrapyCommand):
                 "counts": counts,
                 "pending": total - sum(counts.values()),
             }
-        status["last_summary"] = last_summary(self.settings.get("JOBDIR"))
+        status["last_summary"] = last_summary(jobdir)
         json.dump(status, sys.stdout, indent=2)
         sys.stdout.write("\n")
 

@@ -11,11 +11,16 @@ from scrapy.settings import SETTINGS_PRIORITIES
 from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.scheduler import Scheduler
 
-from ingest.ids import IdRanges, IdSource
-from ingest.masking import mask_url
+from ingest.config.masking import mask_url
+from ingest.fetching.ids import IdRanges, IdSource
+from ingest.job import is_distributed
+from ingest.run import Run
 
 if TYPE_CHECKING:
+    from typing import Self
+
     from scrapy import Spider
+    from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
 
 # scrapy-redis 0.9.1 passes ``spider=`` to the stats collector, deprecated in Scrapy
@@ -61,7 +66,7 @@ class DistributedAddon:
     persistent queue, and the Redis rate-limit backend."""
 
     def update_settings(self, settings: BaseSettings) -> None:
-        if not settings.getbool("DISTRIBUTED"):
+        if not is_distributed(settings):
             return
         project = SETTINGS_PRIORITIES["project"]
         for name, value in {
@@ -77,8 +82,18 @@ class DistributedAddon:
 class JobScheduler(Scheduler):
     """scrapy-redis's scheduler, with its queue and duplicate filter keyed by the job."""
 
+    crawler: Crawler
+
+    @classmethod
+    def from_crawler(cls, crawler: Crawler) -> Self:
+        scheduler = super().from_crawler(crawler)
+        scheduler.crawler = crawler
+        return scheduler
+
     def open(self, spider: Spider) -> Any:
-        keys = job_keys(spider.shared.job)  # type: ignore[attr-defined]
+        run = Run.of(self.crawler)
+        assert run is not None and run.shared is not None
+        keys = job_keys(run.shared.job)
         self.queue_key = keys["queue"]
         self.df = RFPDupeFilter(self.server, key=keys["seen"])
         return super().open(spider)

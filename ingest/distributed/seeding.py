@@ -7,15 +7,20 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ingest.distributed.coordinator import LEASE, Coordinator
 from ingest.distributed.jobs import job_id
+from ingest.fetching.worklist import Worklist
 
 if TYPE_CHECKING:
     from typing import Self
 
     from scrapy.crawler import Crawler
+
+    from ingest.fetching.ids import IdSource
+    from ingest.job import Job
+    from ingest.run import Run
 
 logger = logging.getLogger(__name__)
 
@@ -46,22 +51,25 @@ class SharedSeeding:
 
     def __init__(
         self,
-        spider: Any,
+        ids: IdSource,
+        worklist: Worklist,
         coordinator: Coordinator,
         *,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.spider, self.coordinator, self.clock = spider, coordinator, clock
+        self.ids, self.worklist, self.coordinator, self.clock = ids, worklist, coordinator, clock
         self.job = coordinator.job
 
     @classmethod
-    def from_crawler(cls, crawler: Crawler, spider: Any) -> Self:
-        s = crawler.settings
-        job = job_id(spider.url_template, spider.ids, s.get("DATABASE_URL"))
-        return cls(spider, Coordinator.from_url(s.get("REDIS_URL"), job, spider.run))
+    def from_crawler(cls, crawler: Crawler, run: Run, job: Job) -> Self:
+        """The seeding of ``run``'s ids, in the job its command names."""
+        assert run.ids is not None and isinstance(run.worklist, Worklist)
+        assert job.redis_url is not None
+        key = job_id(job.api_url, run.ids, job.storing.database_url)
+        return cls(run.ids, run.worklist, Coordinator.from_url(job.redis_url, key, run.id))
 
     async def feed(self) -> AsyncIterator[tuple[str, str | None]]:
-        coordinator, worklist = self.coordinator, self.spider.worklist
+        coordinator, worklist = self.coordinator, self.worklist
         while not await coordinator.seeding_done():
             if not await coordinator.take_seeding():
                 await asyncio.sleep(LEASE / 3)
@@ -69,7 +77,7 @@ class SharedSeeding:
             skip = await coordinator.seeded()
             if skip:
                 logger.info("Seeding the job's queue from id number %d", skip + 1)
-            ids = Counted(itertools.islice(iter(self.spider.ids), skip, None))
+            ids = Counted(itertools.islice(iter(self.ids), skip, None))
             renewed = self.clock()
             async for id_, state in worklist.todo(ids):
                 while await coordinator.queued() >= HIGH_WATER:

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
 from ingest.distributed.coordinator import HEARTBEAT, Coordinator
 from ingest.extensions.reconcile import IdleLook, queue_lost
+from ingest.job import Job
 
 if TYPE_CHECKING:
     from typing import Self
@@ -58,7 +59,7 @@ class Worker(IdleLook):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if not crawler.settings.getbool("DISTRIBUTED"):
+        if not Job.of(crawler).distributed:
             raise NotConfigured("DISTRIBUTED is off")
         worker = cls(crawler)
         crawler.signals.connect(worker.spider_opened, signal=signals.spider_opened)
@@ -68,8 +69,8 @@ class Worker(IdleLook):
 
     @property
     def coordinator(self) -> Coordinator:
-        spider: Any = self.crawler.spider
-        return spider.shared.coordinator
+        assert self.run.shared is not None
+        return self.run.shared.coordinator
 
     def spider_opened(self) -> None:
         logger.info("Worker %s of job %s", self.coordinator.worker, self.coordinator.job)
@@ -83,7 +84,7 @@ class Worker(IdleLook):
             self._beat = asyncio.ensure_future(self.coordinator.set_idle(False))
 
     async def look(self) -> int:
-        return await settle(self.coordinator, lambda: queue_lost(self.crawler))
+        return await settle(self.coordinator, lambda: queue_lost(self.crawler, self.run))
 
     def finished(self, scheduled: int | None) -> bool:
         return self.coordinator.finished

@@ -9,12 +9,13 @@ from typing import TYPE_CHECKING
 
 from scrapy.utils.response import response_status_message
 
-from ingest.api import check_api_url, origin, origin_of
-from ingest.endings import UNAUTHORIZED, end_crawl
-from ingest.keys import KEY_META, Key, every_key_rejected, load_keys
-from ingest.ratelimit.quota import quota_of, rate_limited
+from ingest.config.keys import KEY_META, Key
+from ingest.fetching.urls import origin
+from ingest.job import Job
+from ingest.ratelimit.headers import quota_of, rate_limited
 from ingest.signals import key_rejected
-from ingest.stopping import give_back
+from ingest.stopping.endings import UNAUTHORIZED, end_crawl, every_key_rejected
+from ingest.stopping.waiting import give_back
 
 if TYPE_CHECKING:
     from typing import Self
@@ -63,8 +64,8 @@ class ApiTokenMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        template = check_api_url(crawler.settings.get("API_URL"))
-        return cls(crawler, load_keys(crawler.settings), origin_of(template))
+        job = Job.of(crawler)
+        return cls(crawler, job.keys, job.origin)
 
     def process_request(self, request: Request) -> None:
         if not self.headers or origin(request) != self.api_origin:

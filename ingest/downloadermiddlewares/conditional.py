@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ingest.fetching.requests import ID
+from ingest.run import Run
 
 if TYPE_CHECKING:
     from typing import Self
@@ -28,14 +31,12 @@ class ConditionalMiddleware:
         return cls(crawler)
 
     async def process_request(self, request: Request) -> None:
-        spider: Any = self.crawler.spider
-        id_ = request.meta.get("id")
-        worklist = getattr(spider, "worklist", None)
-        if id_ is None or worklist is None or not getattr(spider, "refresh", False):
+        run, id_ = Run.of(self.crawler), request.meta.get(ID)
+        if id_ is None or run is None or run.worklist is None or not run.refresh:
             return
         if b"If-None-Match" in request.headers or b"If-Modified-Since" in request.headers:
             return
-        etag, modified = (await worklist.ledger.validators([id_])).get(id_, (None, None))
+        etag, modified = (await run.worklist.ledger.validators([id_])).get(id_, (None, None))
         if etag:
             request.headers["If-None-Match"] = etag
         if modified:

@@ -13,10 +13,10 @@ from scrapy.exceptions import CannotResolveHostError, DownloadConnectionRefusedE
 from twisted.internet.error import ConnectError, DNSLookupError
 
 from ingest import signals as ingest_signals
-from ingest.api import origin
 from ingest.backoff import exponential
-from ingest.humanize import duration
-from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
+from ingest.fetching.urls import origin
+from ingest.progress.humanize import duration
+from ingest.stopping.waiting import Stopping, Waiter, crawl_is_stopping, give_back
 
 if TYPE_CHECKING:
     from typing import Self

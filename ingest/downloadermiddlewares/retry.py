@@ -14,8 +14,9 @@ from scrapy.utils.misc import load_object
 from scrapy.utils.response import response_status_message
 
 from ingest.backoff import full_jitter
-from ingest.ratelimit.quota import retry_after_seconds
-from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
+from ingest.job import Job
+from ingest.ratelimit.headers import retry_after_seconds
+from ingest.stopping.waiting import Stopping, Waiter, crawl_is_stopping, give_back
 
 if TYPE_CHECKING:
     from typing import Self
@@ -64,18 +65,17 @@ class BackoffRetryMiddleware:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        s = crawler.settings
-        if not s.getbool("RETRY_ENABLED"):
+        retrying = Job.of(crawler).retrying
+        if not retrying.enabled:
             raise NotConfigured("RETRY_ENABLED is off")
-        codes = frozenset(int(c) for c in s.getlist("RETRY_HTTP_CODES")) & RETRY_HTTP_CODES
         return cls(
             crawler,
-            max_retry_times=s.getint("RETRY_TIMES"),
-            http_codes=codes,
-            exceptions=tuple(load_object(e) for e in s.getlist("RETRY_EXCEPTIONS")),
-            base=s.getfloat("RETRY_BACKOFF_BASE"),
-            cap=s.getfloat("RETRY_BACKOFF_MAX"),
-            priority_adjust=s.getint("RETRY_PRIORITY_ADJUST"),
+            max_retry_times=retrying.times,
+            http_codes=retrying.codes & RETRY_HTTP_CODES,
+            exceptions=tuple(load_object(e) for e in retrying.exceptions),
+            base=retrying.base,
+            cap=retrying.cap,
+            priority_adjust=retrying.priority_adjust,
             waiter=Waiter(lambda: crawl_is_stopping(crawler)),
         )
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy.exceptions import IgnoreRequest
 
-from ingest.batches import IDS
-from ingest.listings import PAGE
+from ingest.batch.spec import IDS
+from ingest.fetching.requests import ID, RUN, ids_of
+from ingest.fetching.worklist import Worklist
+from ingest.listing.walk import PAGE
+from ingest.run import Run
 
 if TYPE_CHECKING:
     from typing import Self
@@ -40,18 +43,19 @@ class SkipDoneMiddleware:
         return cls(crawler, crawler.stats)
 
     async def process_request(self, request: Request) -> Request | None:
-        spider: Any = self.crawler.spider
-        run = getattr(spider, "run", None)
-        if run is None or request.meta.get("run") == run:
+        run = Run.of(self.crawler)
+        if run is None or request.meta.get(RUN) == run.id:
             return None
-        if PAGE in request.meta or not getattr(spider, "requests_of_earlier_runs", True):
+        if PAGE in request.meta or not run.earlier_requests:
             # The listing's stored position and listed ids, not an earlier run's queue, say
             # which page is next and which ids need a request.
             raise AlreadyDone("a listing's request queued by an earlier run")
-        if "id" not in request.meta and IDS not in request.meta:
+        worklist = run.worklist
+        if not isinstance(worklist, Worklist) or (
+            ID not in request.meta and IDS not in request.meta
+        ):
             return None
-        ids = spider.ids_of(request)
-        worklist = spider.worklist
+        ids = ids_of(request)
         states = await worklist.states(ids)
         needed = [id_ for id_ in ids if worklist.needs_fetch(*states.get(id_, (None, 0.0)))]
         if len(needed) < len(ids):
@@ -60,6 +64,6 @@ class SkipDoneMiddleware:
             raise AlreadyDone(f"{', '.join(ids[:3])}{'…' if len(ids) > 3 else ''}: done already")
         if len(needed) < len(ids):
             # A batch of which only some ids are still to do: asked for again, smaller.
-            return spider.batch_request(needed, like=request)
-        request.meta["run"] = run
+            return run.requests.batch_request(needed, like=request)
+        request.meta[RUN] = run.id
         return None

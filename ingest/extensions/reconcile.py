@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.exceptions import DontCloseSpider, NotConfigured
 
-from ingest.ids import CHUNK
+from ingest.fetching.ids import CHUNK
+from ingest.job import Job
+from ingest.run import Run
 
 if TYPE_CHECKING:
     from typing import Self
@@ -21,26 +23,25 @@ logger = logging.getLogger(__name__)
 MAX_PASSES = 3  # looks for ids left without an outcome, per run
 
 
-async def queue_lost(crawler: Crawler) -> int:
+async def queue_lost(crawler: Crawler, run: Run) -> int:
     """Queue again every id of the job that has no outcome; returns how many."""
-    spider: Any = crawler.spider
-    assert crawler.engine is not None and crawler.stats is not None
+    assert crawler.stats is not None and run.worklist is not None
     scheduled, lost = 0, []
-    async for id_, _ in spider.worklist.todo(lost_only=True):
+    async for id_, _ in run.worklist.todo(lost_only=True):
         lost.append(id_)
         if len(lost) == CHUNK:
-            scheduled += queue(crawler, lost)
+            scheduled += queue(crawler, run, lost)
             lost = []
-    scheduled += queue(crawler, lost)
+    scheduled += queue(crawler, run, lost)
     if scheduled:
         crawler.stats.inc_value("ids/recovered", scheduled)
         logger.info("Fetching %d ids that have no outcome yet", scheduled)
     return scheduled
 
 
-def queue(crawler: Crawler, ids: list[str]) -> int:
+def queue(crawler: Crawler, run: Run, ids: list[str]) -> int:
     assert crawler.engine is not None
-    for request in crawler.spider.requests_for(ids):  # type: ignore[union-attr]
+    for request in run.requests.requests_for(ids):
         crawler.engine.crawl(request)
     return len(ids)
 
@@ -62,9 +63,16 @@ class IdleLook:
         """Whether the job is done, after a look that queued ``scheduled`` ids."""
         raise NotImplementedError
 
+    @property
+    def run(self) -> Run:
+        run = Run.of(self.crawler)
+        assert run is not None
+        return run
+
     def spider_idle(self) -> None:
-        if getattr(self.crawler.spider, "worklist", None) is None:
-            return  # a spider that does not fetch ids
+        run = Run.of(self.crawler)
+        if run is None or run.worklist is None:
+            return  # a spider that fetches no ids
         if self._look is not None and not self._look.done():
             raise DontCloseSpider
         if self._look is not None:
@@ -97,13 +105,13 @@ class Reconcile(IdleLook):
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        if crawler.settings.getbool("DISTRIBUTED"):
+        if Job.of(crawler).distributed:
             raise NotConfigured("DISTRIBUTED: the workers reconcile together")
         return cls(crawler)
 
     async def look(self) -> int:
         self.passes += 1
-        return await queue_lost(self.crawler)
+        return await queue_lost(self.crawler, self.run)
 
     def finished(self, scheduled: int | None) -> bool:
         return scheduled == 0 or self.passes >= self.max_passes

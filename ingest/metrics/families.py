@@ -12,7 +12,7 @@ from prometheus_client.registry import Collector
 from scrapy.exceptions import IgnoreRequest
 from scrapy.utils.misc import load_object
 
-from ingest.figures import Figures, Snapshot
+from ingest.progress.figures import Figures, Snapshot
 
 STATUS_KEY = re.compile(r"^downloader/response_status_count/(\d+)$")
 EXCEPTION_KEY = re.compile(r"^downloader/exception_type_count/(.+)$")

@@ -1,1 +1,2 @@
-"""Pacing requests to what the API allows: the bucket, the server's word, where state lives."""
+"""Pacing requests to what the API allows: the middleware, routing among keys, what the
+server's answers do (feedback), its headers read, pacing (pure), learning (pure), backends."""

@@ -1,32 +1,28 @@
-"""The rate limiter in front of the API: requests sent when the bucket allows, answers heeded."""
+"""The rate limiter in front of the API: each request sent when its bucket allows, the first to
+an API alone; each answer handed to the feedback."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import math
-import time
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
-from scrapy.utils.response import response_status_message
 
 from ingest import signals as ingest_signals
-from ingest.api import origin
-from ingest.backoff import exponential
-from ingest.keys import KEY_META, Key, every_key_rejected, load_keys
+from ingest.config.keys import KEY_META, Key
+from ingest.fetching.urls import origin
+from ingest.job import Job
 from ingest.ratelimit.backends import Backend, open_backend
-from ingest.ratelimit.bucket import TokenBucket
-from ingest.ratelimit.lessons import Lessons
-from ingest.ratelimit.opening import Opening
-from ingest.ratelimit.pauses import Pauses
-from ingest.ratelimit.quota import Quota, quota_of, rate_limited, retry_after_seconds
-from ingest.ratelimit.rates import Rate, parse_rate_setting, parse_rates
+from ingest.ratelimit.feedback import SENT_META, Feedback, Pauses
+from ingest.ratelimit.pacing.bucket import TokenBucket
 from ingest.ratelimit.routing import Router, key_stats
-from ingest.stopping import Stopping, Waiter, crawl_is_stopping, give_back
+from ingest.stopping.endings import every_key_rejected
+from ingest.stopping.waiting import Stopping, Waiter, crawl_is_stopping, give_back
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from typing import Self
 
     from scrapy import Request
@@ -34,24 +30,52 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from scrapy.statscollectors import StatsCollector
 
+    from ingest.job import Pacing
+
 logger = logging.getLogger(__name__)
 
-RETRIES_META = "ratelimit_retries"
-SENT_META = "ratelimit_sent"
-# Quota headers count in whole seconds: a reset this short says too little to act on.
-RESET_RESOLUTION = 1.0
+
+class Opening:
+    """Until the first request to an API is answered, the others wait for it.
+
+    It also opens the connection (TCP, TLS), so it reaches the server later than a
+    request on a warm connection: perhaps later than the next one's slot, which a
+    bucket with no burst would see as two requests too close together.
+    """
+
+    def __init__(self, is_stopping: Callable[[], bool], step: float = 0.25) -> None:
+        self.is_stopping, self.step = is_stopping, step
+        self._openers: dict[str, tuple[Request, asyncio.Future[None]]] = {}
+
+    async def wait(self, key: str, request: Request) -> None:
+        """Return at once for the first request to ``key``; the others wait until it is
+        answered (or goes back). Raises :class:`Stopping` if the crawl stops meanwhile."""
+        if key not in self._openers:
+            self._openers[key] = (request, asyncio.get_running_loop().create_future())
+            return
+        opener, opened = self._openers[key]
+        while not opened.done() and request is not opener:
+            if self.is_stopping():
+                raise Stopping(0.0)
+            await asyncio.wait([opened], timeout=self.step)
+
+    def opened(self, key: str, by: Request | None = None) -> None:
+        """An answer came (``by`` None), or the first request (``by``) failed or went
+        back to the queue: the requests waiting for it go on."""
+        opener, opened = self._openers.get(key, (None, None))
+        if opened is None or opened.done() or (by is not None and by is not opener):
+            return
+        opened.set_result(None)
 
 
 class RateLimitMiddleware:
-    """Sends each request only when the token bucket allows it; heeds what the server says.
+    """Sends each request only when the token bucket allows it; hands each answer to the
+    :class:`~ingest.ratelimit.feedback.Feedback`, the one place a 429 is handled.
 
-    Only the waiting request waits (an asyncio sleep, never the reactor). A 429 (or
-    a 403 with nothing remaining), or a 503 with ``Retry-After``, pauses every
-    request to that API until the time the server names; the rate-limited request
-    goes back to the scheduler and spends a token again when it is sent. Quota
-    headers (``X-RateLimit-*``, ``RateLimit``/``RateLimit-Policy``) are followed:
-    nothing is spent when nothing is left, and an announced quota is adopted. A 429
-    that the rates did not predict lowers the pace, which then probes back up.
+    Only the waiting request waits (an asyncio sleep, never the reactor). With several
+    keys, each request goes on the key whose bucket can send it soonest
+    (:class:`~ingest.ratelimit.routing.Router`). With a burst of 1, the first request to
+    an API goes alone (:class:`Opening`).
     """
 
     def __init__(
@@ -68,7 +92,6 @@ class RateLimitMiddleware:
         shared: Backend | None = None,
         count_304: bool = True,
         auto: bool = False,
-        clock: Callable[[], float] = time.time,
     ) -> None:
         self.crawler, self.backend, self.pauses = crawler, backend, pauses
         self.shared = shared
@@ -81,78 +104,68 @@ class RateLimitMiddleware:
             stats=stats,
             on_all_rejected=lambda api: every_key_rejected(crawler, api, len(keys)),
         )
-        self.max_retries = max_retries
-        self.stats = stats
-        self.waiter = waiter
-        self.burst, self.count_304 = burst, count_304
-        self.clock = clock
-        self.lessons = Lessons(backend, stats, pauses, auto=auto)
+        self.feedback = Feedback(
+            crawler, backend, pauses, stats, max_retries=max_retries, count_304=count_304, auto=auto
+        )
         self.opening = Opening(waiter.is_stopping, waiter.step) if burst == 1 else None
         self._answered: set[str] = set()
-        self._consecutive_429: dict[str, int] = {}
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        s = crawler.settings
-        if not s.getbool("RATELIMIT_ENABLED"):
+        job = Job.of(crawler)
+        pacing = job.pacing
+        if not pacing.enabled:
             raise NotConfigured("RATELIMIT_ENABLED is off")
         assert crawler.stats is not None
-        setting = parse_rate_setting(s.get("RATELIMIT_RATE"))
-        start = parse_rates(s.get("RATELIMIT_START"), "RATELIMIT_START")[0]
-        rates = setting.rates or (start,)
-        burst = s.getint("RATELIMIT_BURST")
         backend = open_backend(
-            s.get("RATELIMIT_BACKEND"),
-            setting.rates,
-            burst=burst,
-            redis_url=s.get("REDIS_URL"),
-            **({"auto": True, "start": start} if setting.auto else {}),
+            pacing.backend,
+            pacing.rates,
+            burst=pacing.burst,
+            redis_url=job.redis_url,
+            **({"auto": True, "start": pacing.start} if pacing.auto else {}),
         )
         shared = None
-        if shared_rates := s.get("RATELIMIT_SHARED_RATE"):
-            shared = open_backend(
-                s.get("RATELIMIT_BACKEND"),
-                parse_rates(shared_rates, "RATELIMIT_SHARED_RATE"),
-                burst=1,
-                redis_url=s.get("REDIS_URL"),
-            )
-        keys = load_keys(s)
-        pauses = Pauses(
-            crawler, backend, crawler.stats, max_pause=s.getfloat("RATELIMIT_MAX_PAUSE")
-        )
+        if pacing.shared:
+            shared = open_backend(pacing.backend, pacing.shared, burst=1, redis_url=job.redis_url)
+        pauses = Pauses(crawler, backend, max_pause=pacing.max_pause)
         middleware = cls(
             crawler,
             backend,
             pauses,
-            max_retries=s.getint("RATELIMIT_RETRY_TIMES"),
+            max_retries=pacing.retry_times,
             stats=crawler.stats,
             waiter=Waiter(lambda: crawl_is_stopping(crawler)),
-            burst=burst,
-            keys=keys,
+            burst=pacing.burst,
+            keys=job.keys,
             shared=shared,
-            count_304=s.getbool("RATELIMIT_COUNT_304"),
-            auto=setting.auto,
+            count_304=pacing.count_304,
+            auto=pacing.auto,
         )
-        pace = 60 * min(start.per_second, *(r.per_second for r in rates))
-        crawler.stats.set_value("ratelimit/current_rate", round(pace, 3))
-        if setting.auto:
-            crawler.stats.set_value("ratelimit/pace_source", f"finding the limit, from {start}")
-        logger.info(
-            "Rate limit %s, burst %d, kept in %s",
-            ",".join(["auto"] * setting.auto + [str(r) for r in setting.rates])
-            + (f" (starting at {start})" if setting.auto else ""),
-            burst, s.get("RATELIMIT_BACKEND"),
-        )  # fmt: skip
-        if middleware.router.keyed:
-            for key in keys:
-                pace = round(60 * rates[0].per_second, 3)
-                crawler.stats.set_value(f"{key_stats(key.fingerprint)}/pace", pace)
-            logger.info("%d API keys, each paced by its own bucket", len(keys))
-        if shared_rates:
-            logger.info("Shared rate limit %s, for all keys together", shared_rates)
+        middleware.tell_start(pacing, crawler.stats, job.keys)
         crawler.signals.connect(middleware.close, signal=signals.spider_closed)
         crawler.signals.connect(middleware.key_rejected, signal=ingest_signals.key_rejected)
         return middleware
+
+    def tell_start(self, pacing: Pacing, stats: StatsCollector, keys: tuple[Key, ...]) -> None:
+        """The pace to start from, in the stats and the log."""
+        rates, start = pacing.rates or (pacing.start,), pacing.start
+        pace = 60 * min(start.per_second, *(r.per_second for r in rates))
+        stats.set_value("ratelimit/current_rate", round(pace, 3))
+        if pacing.auto:
+            stats.set_value("ratelimit/pace_source", f"finding the limit, from {start}")
+        logger.info(
+            "Rate limit %s, burst %d, kept in %s",
+            pacing.describe() + (f" (starting at {start})" if pacing.auto else ""),
+            pacing.burst, pacing.backend,
+        )  # fmt: skip
+        if self.router.keyed:
+            for key in keys:
+                pace = round(60 * rates[0].per_second, 3)
+                stats.set_value(f"{key_stats(key.fingerprint)}/pace", pace)
+            logger.info("%d API keys, each paced by its own bucket", len(keys))
+        if pacing.shared:
+            shared = ",".join(str(rate) for rate in pacing.shared)
+            logger.info("Shared rate limit %s, for all keys together", shared)
 
     async def close(self) -> None:
         await self.router.close()
@@ -197,38 +210,7 @@ class RateLimitMiddleware:
         key = self._bucket(request)
         if origin(request) not in self._answered:
             await self._first_answer(origin(request), key)
-        sent_at = request.meta.get(SENT_META, -math.inf)
-        headers, now = response.headers, self.clock()
-        quota = quota_of(headers, now=now)
-        if quota is not None:
-            await self._follow_quota(key, quota, sent_at)
-        wait = retry_after_seconds(headers.get("Retry-After"), now=now, date=headers.get("Date"))
-        if rate_limited(response.status, quota):
-            if key in self.pauses.key_stats:
-                self.stats.inc_value(f"{self.pauses.key_stats[key]}/429")
-            await self.lessons.limited(key, sent_at, response.status, wait, self.clock())
-            if wait is None and quota is not None and quota.exhausted and quota.reset:
-                wait, why = quota.reset, "quota exhausted until its reset"
-            elif wait is None:
-                count = self._consecutive_429.get(key, 0) + 1
-                self._consecutive_429[key] = count
-                wait, why = exponential(count, base=1.0, cap=60.0), "no Retry-After: backing off"
-            else:
-                why = "Retry-After"
-            status = response_status_message(response.status)
-            await self.pauses.pause(key, wait, f"{status}, {why}")
-            return self._requeue(request, response)
-        if response.status == 503 and wait is not None:
-            await self.pauses.pause(key, wait, f"{response_status_message(503)}, Retry-After")
-        elif response.status == 304:
-            # Says nothing of the pace the API takes: no lesson. Free, its token comes back.
-            if not self.count_304:
-                await self.backend.run(key, TokenBucket.refund, sent_at)
-        elif 200 <= response.status < 400:
-            self._consecutive_429.pop(key, None)
-            if await self.backend.run(key, TokenBucket.succeeded):
-                await self.lessons.pace(key, level=logging.DEBUG)
-        return response
+        return await self.feedback.answered(key, request, response)
 
     def process_exception(self, request: Request, exception: Exception) -> None:
         if self.opening is not None:
@@ -242,40 +224,3 @@ class RateLimitMiddleware:
         if self.opening is not None:
             await self.backend.run(key, TokenBucket.restart)
             self.opening.opened(api)
-
-    async def _follow_quota(self, key: str, quota: Quota, sent_at: float) -> None:
-        if quota.limit and quota.window:
-            rate = Rate(quota.limit, quota.window)
-            if await self.backend.run(key, TokenBucket.adopt, rate):
-                logger.info("%s announces a quota of %s: pacing by it too", key, rate)
-                await self.lessons.pace(key, "announced by the server")
-        if quota.remaining is not None:  # as the server last said, for progress and metrics
-            self.stats.set_value("ratelimit/quota_remaining", quota.remaining)
-        if quota.reset is not None:
-            self.stats.set_value("ratelimit/quota_reset_at", round(self.clock() + quota.reset, 3))
-        if quota.remaining is None or quota.reset is None:
-            return
-        if quota.exhausted and quota.reset <= RESET_RESOLUTION:
-            # "None left, back within a second" is all a bucket refilling faster than
-            # once a second can say in whole seconds: the pace, not this, decides.
-            return
-        if quota.exhausted:
-            await self.pauses.pause(
-                key, quota.reset, "nothing remaining in the quota until its reset"
-            )
-        else:
-            remaining, reset = quota.remaining, quota.reset
-            await self.backend.run(key, TokenBucket.budget, remaining, reset, sent_at)
-
-    def _requeue(self, request: Request, response: Response) -> Request | Response:
-        retries = request.meta.get(RETRIES_META, 0) + 1
-        if retries > self.max_retries:
-            self.stats.inc_value("ratelimit/gave_up")
-            logger.error("Gave up on %s: rate limited %d times", request.url, retries - 1)
-            return response
-        self.stats.inc_value("ratelimit/requeued")
-        retry = request.replace(dont_filter=True)
-        retry.meta[RETRIES_META] = retries
-        retry.meta.pop(SENT_META, None)
-        retry.meta.pop(KEY_META, None)
-        return retry

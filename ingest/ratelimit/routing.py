@@ -9,17 +9,17 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ingest.ratelimit.bucket import TokenBucket
-from ingest.stopping import Stopping
+from ingest.ratelimit.pacing.bucket import TokenBucket
+from ingest.stopping.waiting import Stopping
 
 if TYPE_CHECKING:
     from scrapy.statscollectors import StatsCollector
 
-    from ingest.keys import Key
+    from ingest.config.keys import Key
     from ingest.ratelimit.backends import Backend
-    from ingest.ratelimit.pauses import Pauses
-    from ingest.ratelimit.slots import Reservation
-    from ingest.stopping import Waiter
+    from ingest.ratelimit.feedback import Pauses
+    from ingest.ratelimit.pacing.bucket import Reservation
+    from ingest.stopping.waiting import Waiter
 
 logger = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from urllib.parse import urlsplit
 
-from ingest.masking import mask_url
+from ingest.config.masking import mask_url
 from ingest.storage.base import StorageError, StorageRefused, StorageUnavailable, Store
 
 __all__ = ["StorageError", "StorageRefused", "StorageUnavailable", "Store", "open_store"]

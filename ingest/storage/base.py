@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from ingest.answers import parse_json
+from ingest.fetching.answers import parse_json
 from ingest.items import FAILED, STATES, STORED, UNCHANGED, ListingMark, Outcome
 
 # What a write takes: outcomes, and marks of listings committed with them.

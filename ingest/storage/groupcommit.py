@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 
 from scrapy.utils.asyncio import sleep as scrapy_sleep
 
-from ingest.stopping import Stopping
+from ingest.stopping.waiting import Stopping
 from ingest.storage.base import Record, StorageUnavailable
 
 Entry = tuple[Record, asyncio.Future[None]]
@@ -27,7 +27,7 @@ class GroupCommit:
     transaction of its own, and a thread hand-off each way.)
 
     ``write`` waits out database outages itself (`Ledger.write`). Should it raise
-    :class:`~ingest.stopping.Stopping` instead, every outcome not yet written fails with
+    :class:`~ingest.stopping.waiting.Stopping` instead, every outcome not yet written fails with
     :class:`Unwritten`, and ``gave_up`` is told how many. A write the database refuses
     for what the outcomes hold is split in halves until the culprit is alone: only its
     caller gets the error. `StorageUnavailable` says nothing of the outcomes: a batch

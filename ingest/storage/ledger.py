@@ -50,7 +50,7 @@ class Ledger:
     A call (`write`, `states`, `counts`) that fails with `StorageUnavailable` is
     retried, reconnecting first, after ``backoff(attempt)`` seconds, until it goes
     through: an outage loses nothing and fails nothing. ``sleep`` raising
-    :class:`~ingest.stopping.Stopping` ends the retries; the Stopping propagates.
+    :class:`~ingest.stopping.waiting.Stopping` ends the retries; the Stopping propagates.
     Any other error is the caller's at once.
     """
 

@@ -8,7 +8,7 @@ from urllib.parse import unquote
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from ingest.masking import mask_url
+from ingest.config.masking import mask_url
 from ingest.storage.base import (
     Plan,
     StorageError,

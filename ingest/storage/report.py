@@ -6,7 +6,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from ingest.ids import IdRanges, IdSource, chunks
+from ingest.fetching.ids import IdRanges, IdSource, chunks
 from ingest.items import STATES
 from ingest.storage.sql import SqlStore
 

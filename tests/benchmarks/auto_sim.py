@@ -22,8 +22,9 @@ import math
 import random
 from typing import Any
 
-from ingest.ratelimit.bucket import TokenBucket
-from ingest.ratelimit.rates import parse_rate_setting
+from ingest.ratelimit.learning.lessons import limited, succeeded
+from ingest.ratelimit.pacing.bucket import TokenBucket
+from ingest.ratelimit.pacing.rates import parse_rate_setting
 from mockapi.limits import RateLimiter, ceil_seconds, parse_limits
 
 CASES: dict[str, dict[str, Any]] = {
@@ -102,12 +103,12 @@ class Run:
     def answer(self, data: tuple[float, int]) -> None:
         sent, wait = data
         if wait:
-            self.bucket.limited(sent, float(wait), self.now[0])
+            limited(self.bucket, sent, float(wait), self.now[0])
             self.bucket.pause(wait)
             self.at(self.now[0], "book")  # the same id again
             return
         self.done += 1
-        self.bucket.succeeded()
+        succeeded(self.bucket)
         if self.left > 0:
             self.left -= 1
             self.at(self.now[0], "book")

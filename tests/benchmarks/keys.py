@@ -27,7 +27,7 @@ from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-from ingest.masking import fingerprint
+from ingest.config.masking import fingerprint
 from tests.support.crawl import REPO_ROOT, crawl, crawl_command, environment, terminal_states
 from tests.support.mockapi import MockAPI, ids_requested_more_than_once, span
 from tests.support.redis import running_redis

@@ -21,8 +21,8 @@ import time
 from typing import Any
 
 from ingest.ratelimit.backends.redis import RedisBackend
-from ingest.ratelimit.bucket import TokenBucket
-from ingest.ratelimit.rates import Rate, parse_rates
+from ingest.ratelimit.pacing.bucket import TokenBucket
+from ingest.ratelimit.pacing.rates import Rate, parse_rates
 from tests.support.redis import running_redis
 
 KEY = "http://contended.example"

@@ -6,8 +6,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Protocol, TypeVar
 
 if TYPE_CHECKING:
-    from ingest.ratelimit.bucket import TokenBucket
-    from ingest.ratelimit.rates import Rate
+    from ingest.ratelimit.pacing.bucket import TokenBucket
+    from ingest.ratelimit.pacing.rates import Rate
 
 P = ParamSpec("P")
 T = TypeVar("T")

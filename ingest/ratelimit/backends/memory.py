@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar
 
-from ingest.ratelimit.auto import START
-from ingest.ratelimit.bucket import TokenBucket
+from ingest.ratelimit.pacing.bucket import TokenBucket
 
 if TYPE_CHECKING:
-    from ingest.ratelimit.rates import Rate
+    from ingest.ratelimit.pacing.rates import Rate
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -21,19 +18,9 @@ T = TypeVar("T")
 class MemoryBackend:
     """One bucket per key, in this process."""
 
-    def __init__(
-        self,
-        rates: Sequence[Rate],
-        *,
-        burst: int = 1,
-        auto: bool = False,
-        start: Rate = START,
-        clock: Callable[[], float] = time.monotonic,
-        rand: Callable[[], float] = random.random,
-    ) -> None:
-        self.new_bucket = partial(
-            TokenBucket, tuple(rates), burst=burst, auto=auto, start=start, clock=clock, rand=rand
-        )
+    def __init__(self, rates: Sequence[Rate], **options: Any) -> None:
+        """``options``: those of every :class:`TokenBucket` (burst, auto, start, clock, …)."""
+        self.new_bucket = partial(TokenBucket, tuple(rates), **options)
         self.buckets: dict[str, TokenBucket] = {}
 
     def bucket(self, key: str) -> TokenBucket:

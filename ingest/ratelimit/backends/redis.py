@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from importlib.resources import files
@@ -21,14 +20,13 @@ from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ingest.config import ConfigError
-from ingest.masking import mask_url
-from ingest.ratelimit.auto import START
-from ingest.ratelimit.bucket import MARGIN, SPACING, TokenBucket
-from ingest.ratelimit.state import BucketState
+from ingest.config.masking import mask_url
+from ingest.config.values import ConfigError
+from ingest.ratelimit.pacing.bucket import TokenBucket
+from ingest.ratelimit.pacing.state import BucketState
 
 if TYPE_CHECKING:
-    from ingest.ratelimit.rates import Rate
+    from ingest.ratelimit.pacing.rates import Rate
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -60,20 +58,15 @@ class RedisBackend:
         client: Redis,
         rates: Sequence[Rate],
         *,
-        burst: int = 1,
-        auto: bool = False,
-        start: Rate = START,
-        margin: float = MARGIN,
-        spacing: float = SPACING,
-        rand: Callable[[], float] = random.random,
         clock: Callable[[], float] | None = None,
         url: str | None = None,
         owns_client: bool = False,
+        **options: Any,
     ) -> None:
-        TokenBucket(rates, burst=burst, auto=auto)  # the same checks of rates and burst
-        self.client, self.rates, self.burst = client, tuple(rates), burst
-        self.auto, self.start = auto, start
-        self.margin, self.spacing, self.rand, self.clock = margin, spacing, rand, clock
+        """``options``: those of every :class:`TokenBucket` (burst, auto, start, …)."""
+        TokenBucket(rates, **options)  # the same checks of rates and burst
+        self.client, self.rates, self.options = client, tuple(rates), options
+        self.clock = clock
         self._owns_client = owns_client
         kwargs = client.connection_pool.connection_kwargs
         self.url = mask_url(url or f"redis://{kwargs.get('host')}:{kwargs.get('port')}")
@@ -84,7 +77,7 @@ class RedisBackend:
         self.swaps = self.conflicts = 0
 
     @classmethod
-    def from_url(cls, url: str, rates: Sequence[Rate], burst: int = 1, **options: Any) -> Self:
+    def from_url(cls, url: str, rates: Sequence[Rate], **options: Any) -> Self:
         """Connects lazily: call ``check()`` to fail early when Redis is unreachable."""
         try:
             client = Redis.from_url(
@@ -94,7 +87,7 @@ class RedisBackend:
             raise ConfigError(
                 f"REDIS_URL is not a Redis URL ({exc}), got {mask_url(url)!r}"
             ) from exc
-        return cls(client, rates, burst=burst, url=url, owns_client=True, **options)
+        return cls(client, rates, url=url, owns_client=True, **options)
 
     @staticmethod
     def key(key: str) -> str:
@@ -125,17 +118,8 @@ class RedisBackend:
                 self.conflicts += 1
 
     def _bucket(self, state: str, now: float) -> TokenBucket:
-        return TokenBucket(
-            self.rates,
-            burst=self.burst,
-            auto=self.auto,
-            start=self.start,
-            margin=self.margin,
-            spacing=self.spacing,
-            clock=lambda: now,
-            rand=self.rand,
-            state=BucketState.loads(state) if state else None,
-        )
+        loaded = BucketState.loads(state) if state else None
+        return TokenBucket(self.rates, clock=lambda: now, state=loaded, **self.options)
 
     async def _call(
         self, key: str, version: str, state: str, keep: int

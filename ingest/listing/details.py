@@ -1,0 +1,164 @@
+"""A listing's ids fetched by ``API_URL`` (``-a details=1``): which listed ids need a request,
+read from the table the pages commit them to, and fed to the crawl as pages commit."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from scrapy import signals
+
+from ingest.fetching.ids import CHUNK
+from ingest.fetching.worklist import as_taken
+from ingest.items import FAILED, Page
+from ingest.listing.walk import PAGE
+from ingest.stopping.waiting import Waiter, crawl_is_stopping
+
+if TYPE_CHECKING:
+    from scrapy import Request
+    from scrapy.crawler import Crawler
+
+    from ingest.storage.base import Listed
+    from ingest.storage.ledger import Ledger
+
+STEP = 0.1  # seconds between looks for a page's commit, while pages are out
+
+
+def needs_fetch(state: str | None, fetched_at: float, stale_before: float) -> bool:
+    """An id with no outcome, a failed one, or one whose outcome is older than its listing
+    asks (a refresh, or a `since` pass, lists what must be fetched again)."""
+    return state is None or state == FAILED or fetched_at < stale_before
+
+
+def lost(state: str | None, fetched_at: float, stale_before: float) -> bool:
+    """No outcome (or none as recent as asked): what a stop leaves. Failed ids are not lost."""
+    return state is None or fetched_at < stale_before
+
+
+def needing(
+    chunk: list[tuple[Listed, Any]], wanted: Callable[[str | None, float, float], bool]
+) -> list[tuple[str, str | None]]:
+    """(id, state) of the listed ids of ``chunk`` (as :meth:`ListedIds.chunks` reads
+    them) that ``wanted`` picks."""
+    picked = []
+    for row, found in chunk:
+        state, fetched_at = found or (None, 0.0)
+        if wanted(state, fetched_at, row.stale_before):
+            picked.append((row.id, state))
+    return picked
+
+
+class ListedIds:
+    """The ids a listing listed with details (table ``listed``, committed with each page
+    and the listing's position after it), and which of them need a request.
+
+    The worklist of the list spider's run: reconciliation at idle looks here for listed
+    ids left without an outcome, and conditional requests read the stored validators
+    through ``ledger``.
+    """
+
+    def __init__(self, key: str, ledger: Ledger, count: Callable[..., object]) -> None:
+        self.key, self.ledger, self.count = key, ledger, count
+
+    async def states(self, ids: list[str]) -> dict[str, tuple[str, float]]:
+        return await self.ledger.states(ids)
+
+    async def chunks(self, after: int = 0) -> AsyncIterator[tuple[int, list[tuple[Listed, Any]]]]:
+        """(place of the last, [(listed id, (state, fetched_at) or None)]), a chunk at a
+        time, from the place ``after`` on; ends at the last id listed so far."""
+        while rows := await self.ledger.listed(self.key, after, CHUNK):
+            after = rows[-1].place
+            states = await self.states([row.id for row in rows])
+            yield after, [(row, states.get(row.id)) for row in rows]
+
+    async def todo(self, *, lost_only: bool = False) -> AsyncIterator[tuple[str, str | None]]:
+        """(id, state) for every listed id that needs a request (``lost_only``: that has
+        no outcome, as the look at idle asks)."""
+        async for _, chunk in self.chunks():
+            for pair in needing(chunk, lost if lost_only else needs_fetch):
+                yield pair
+
+
+class DetailsFeed:
+    """Requests for the listed ids that need one, in the order they were listed: first
+    those an earlier run listed and did not finish, then each page's as it is committed.
+
+    It reads the table from its start and then waits for the next page's commit, for as
+    long as listing pages are out (:meth:`page_sent`, :meth:`page_done`); it ends when
+    none is, or when ``sleep`` raises :class:`~ingest.stopping.waiting.Stopping` (the crawl
+    stops). Each listed id is read once per run, so an id is requested once, however
+    pages and commits interleave.
+    """
+
+    def __init__(
+        self,
+        listed: ListedIds,
+        requests_for: Callable[[list[str]], Iterator[Request]],
+        sleep: Callable[[float], Awaitable[None]],
+    ) -> None:
+        self.listed, self.requests_for, self.sleep = listed, requests_for, sleep
+        self.pages_out = 0
+        self.fed = 0
+        self._pages_done = 0
+
+    @classmethod
+    def of_crawl(
+        cls,
+        crawler: Crawler,
+        key: str,
+        ledger: Ledger,
+        requests_for: Callable[[list[str]], Iterator[Request]],
+    ) -> DetailsFeed:
+        """The feed of the listing ``key`` in a crawl: told of each page's item as it
+        settles, stopped with the crawl."""
+
+        def count(stat: str, by: int = 1) -> None:
+            # Through the crawler: its stats exist once the crawl starts, not yet here.
+            crawler.stats.inc_value(stat, by)
+
+        listed = ListedIds(key, ledger, count)
+        feed = cls(listed, requests_for, Waiter(lambda: crawl_is_stopping(crawler)).sleep)
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(feed.item_settled, signal=signal)
+        crawler.signals.connect(feed.callback_failed, signal=signals.spider_error)
+        return feed
+
+    def item_settled(self, item: Any) -> None:
+        """An item committed, dropped or refused: if a page's, the feed may read on."""
+        if isinstance(item, Page):
+            self.page_done()
+
+    def callback_failed(self, failure: Any, response: Any) -> None:
+        """A page's callback raised: no item will settle it, yet it is out no more."""
+        if PAGE in response.meta:
+            self.page_done()
+
+    def page_sent(self) -> None:
+        self.pages_out += 1
+
+    def page_done(self) -> None:
+        """A page's answer is settled: committed, dropped, or failed for good."""
+        self.pages_out -= 1
+        self._pages_done += 1
+
+    async def requests(self, crawler: Crawler) -> AsyncIterator[Request]:
+        """The requests, as the downloader takes them (the queue stays short)."""
+        async for request in as_taken(crawler, self._requests()):
+            yield request
+
+    async def _requests(self) -> AsyncIterator[Request]:
+        after = 0
+        while True:
+            seen = self._pages_done
+            async for place, chunk in self.listed.chunks(after):
+                after = place
+                todo = [id_ for id_, _ in needing(chunk, needs_fetch)]
+                self.listed.count("ids/skipped", len(chunk) - len(todo))
+                self.listed.count("ids/scheduled", len(todo))
+                self.fed += len(todo)
+                for request in self.requests_for(todo):
+                    yield request
+            if self.pages_out <= 0:
+                return
+            while self._pages_done == seen:
+                await self.sleep(STEP)
