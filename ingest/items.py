@@ -42,6 +42,7 @@ class Outcome:
     payload: Any = field(default=None, repr=False)
     etag: str | None = None  # the answer's validators, sent back by a conditional refresh
     last_modified: str | None = None
+    schema: str | None = None  # invalid: the digest of the schema the payload failed
 
 
 @dataclass(slots=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import time
 from functools import partial
@@ -33,6 +35,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# How the reason of a payload the schema refused begins.
+SCHEMA_REASON = "schema:"
+# Invalid ids checked again at once, when the schema changed.
+RECHECK_CHUNK = 500
+
 
 def holds_nul(value: Any) -> bool:
     """Whether a parsed JSON value has U+0000 in a string or a key."""
@@ -50,16 +57,41 @@ def holds_nul(value: Any) -> bool:
     return False
 
 
-class ValidationPipeline:
-    """Checks every fetched payload against ``ITEM_SCHEMA``; a failure makes the
-    outcome ``invalid``, with the validator's message and the payload kept.
+def schema_digest(schema: Any) -> str:
+    """A short name for a schema's content: an invalid row keeps the one it failed."""
+    text = json.dumps(schema, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    A payload holding U+0000 is ``invalid`` too: PostgreSQL's jsonb cannot store it, and the
+
+class Validator:
+    """Why a payload is invalid against ``ITEM_SCHEMA``, or None when it is valid.
+
+    A payload holding U+0000 is invalid too: PostgreSQL's jsonb cannot store it, and the
     same payload ends in the same state whichever database is behind ``DATABASE_URL``.
     """
 
-    def __init__(self, schema: Any, stats: StatsCollector) -> None:
+    def __init__(self, schema: Any) -> None:
         self.validator = validator_for(schema)(schema)
+        self.digest = schema_digest(schema)
+
+    def reason(self, payload: Any, data: str | None) -> str | None:
+        error = best_match(self.validator.iter_errors(payload))
+        if error is not None:
+            return f"{SCHEMA_REASON} {error.message} (at {error.json_path})"
+        # JSON can spell U+0000 only as this escape (a raw NUL is not JSON): the text test
+        # spares the walk to nearly every payload; the walk tells it from an escaped "\\u0000".
+        if "\\u0000" in (data or "") and holds_nul(payload):
+            return "a string holds U+0000 (\\u0000), which PostgreSQL's jsonb cannot store"
+        return None
+
+
+class ValidationPipeline:
+    """Checks every fetched payload against ``ITEM_SCHEMA``; a failure makes the
+    outcome ``invalid``, with the validator's message, the payload and the schema's
+    digest kept (a later schema checks it again, see :meth:`StoragePipeline.revalidate`)."""
+
+    def __init__(self, schema: Any, stats: StatsCollector) -> None:
+        self.validator = Validator(schema)
         self.stats = stats
 
     @classmethod
@@ -77,17 +109,13 @@ class ValidationPipeline:
     def check(self, item: Outcome) -> Outcome:
         if item.state != STORED:
             return item
-        error = best_match(self.validator.iter_errors(item.payload))
-        if error is not None:
-            item.reason = f"schema: {error.message} (at {error.json_path})"
-        # JSON can spell U+0000 only as this escape (a raw NUL is not JSON): the text test
-        # spares the walk to nearly every payload; the walk tells it from an escaped "\\u0000".
-        elif "\\u0000" in (item.data or "") and holds_nul(item.payload):
-            item.reason = "a string holds U+0000 (\\u0000), which PostgreSQL's jsonb cannot store"
-        else:
+        reason = self.validator.reason(item.payload, item.data)
+        if reason is None:
             self.stats.inc_value("validation/valid")
             return item
-        item.state = INVALID
+        item.state, item.reason = INVALID, reason
+        if reason.startswith(SCHEMA_REASON):
+            item.schema = self.validator.digest
         self.stats.inc_value("validation/invalid")
         return item
 
@@ -100,6 +128,9 @@ class StoragePipeline:
     ``storage_available``), so that fetching can wait and spend no quota on outcomes that
     cannot be stored. A crawl stopped meanwhile drops what it could not write: those ids
     have no outcome, so the next run fetches them again.
+
+    With ``validator``, the ids another schema found invalid are checked again first, from
+    their kept payloads (:meth:`revalidate`).
     """
 
     def __init__(
@@ -107,13 +138,14 @@ class StoragePipeline:
         store: Store,
         stats: StatsCollector,
         *,
+        validator: Validator | None = None,
         max_batch: int = 1000,
         linger: float = 0.0,
         sleep: Callable[[float], Awaitable[None]] = scrapy_sleep,
         clock: Callable[[], float] = time.monotonic,
         signals: SignalManager | None = None,
     ) -> None:
-        self.stats = stats
+        self.stats, self.validator = stats, validator
         self.signals = signals
         self.clock = clock
         self.outage_seconds = 0.0
@@ -122,7 +154,8 @@ class StoragePipeline:
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
-        storing = Job.of(crawler).storing
+        job = Job.of(crawler)
+        storing = job.storing
         try:
             store = open_store(storing.database_url)
         except ValueError as exc:
@@ -131,6 +164,7 @@ class StoragePipeline:
         return cls(
             store,
             crawler.stats,
+            validator=Validator(job.schema),
             max_batch=storing.batch_size,
             linger=storing.linger,
             sleep=Waiter(partial(crawl_is_stopping, crawler)).sleep,
@@ -140,6 +174,41 @@ class StoragePipeline:
     async def open_spider(self) -> None:
         await self.ledger.open()
         logger.info("Storing into %s", self.ledger.url)
+        await self.revalidate()
+
+    async def revalidate(self) -> int:
+        """The ids another schema found invalid (their rows keep its digest), checked again
+        from their kept payloads, without a request: those that pass are stored as they
+        were received then. Returns how many were stored."""
+        if self.validator is None:
+            return 0
+        digest, after, checked, stored = self.validator.digest, "", 0, []
+        while kept := await self.ledger.kept_invalid(digest, after, RECHECK_CHUNK):
+            after, passed, still = kept[-1].id, [], []
+            for row in kept:
+                payload = json.loads(row.data)
+                reason = self.validator.reason(payload, row.data)
+                if reason is None:
+                    passed.append(
+                        Outcome(row.id, STORED, row.url or "", row.status, data=row.data,
+                                payload=payload, fetched_at=row.fetched_at)
+                    )  # fmt: skip
+                else:
+                    still.append((row.id, reason))
+            if passed:
+                await self.ledger.write(passed)
+            if still:
+                await self.ledger.checked(digest, still)
+            checked += len(kept)
+            stored += [outcome.id for outcome in passed]
+        if checked:
+            self.stats.inc_value("validation/revalidated", checked)
+            self.stats.inc_value("validation/revalidated_stored", len(stored))
+            logger.info(
+                "The schema changed: %d ids kept as invalid were checked again, without a "
+                "request; %d pass it and are stored", checked, len(stored),
+            )  # fmt: skip
+        return len(stored)
 
     async def process_item(self, item: Outcome | Page) -> Outcome | Page:
         if isinstance(item, Page):

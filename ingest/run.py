@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
+    from ingest.batch.feed import Batches
     from ingest.distributed.seeding import SharedSeeding
     from ingest.fetching.ids import IdSource
     from ingest.fetching.requests import IdRequests
@@ -27,6 +28,7 @@ class Run:
 
     id: str  # requests made by this run carry it
     requests: IdRequests
+    batches: Batches | None = None  # API_BATCH_SIZE > 1: the ids waiting to go in a batch
     ids: IdSource | None = None  # the job's ids, when the spider was given them
     worklist: Worklist | ListedIds | None = None  # which ids need a request; None: none do
     refresh: bool = False  # ids fetched again, with their stored validators

@@ -56,8 +56,11 @@ def test_a_403_after_successes_is_that_ids_failure(mockapi, tmp_path: Path) -> N
     api.inject(status=403, count=1, after=5)
     db = f"sqlite:///{tmp_path}/ingest.db"
     done = crawl(api.url_template, db, "-a", "ids=1-20", **FAST)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]  # finished, an id failed
     assert Counter(terminal_states(db).values()) == {"stored": 19, "failed": 1}
+    again = crawl(api.url_template, db, "-a", "ids=1-20", **FAST)
+    assert again.returncode == 0, again.stderr[-3000:]  # the failed id tried again, stored
+    assert Counter(terminal_states(db).values()) == {"stored": 20}
 
 
 @pytest.mark.parametrize(("max_pause", "rate"), [(0, "6000/60"), (1, "30/60"), (5, "10/60")])

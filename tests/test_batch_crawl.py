@@ -79,7 +79,7 @@ def test_a_rerun_gathers_the_scattered_failed_ids_into_full_batches(
     scattered = [str(i) for i in range(7, 200, 20)]  # 10 ids, one in each batch of 20
     broken = mockapi("--limit", "none", "--not-json", ",".join(scattered))
     db = f"sqlite:///{tmp_path}/ingest.db"
-    assert crawl(broken.url_template, db, "-a", "ids=1-200", **FAST).returncode == 0
+    assert crawl(broken.url_template, db, "-a", "ids=1-200", **FAST).returncode == 3
     assert sorted(failures(db)) == sorted(scattered)
 
     api = mockapi("--limit", "none")
@@ -89,19 +89,26 @@ def test_a_rerun_gathers_the_scattered_failed_ids_into_full_batches(
     assert failures(db) == {}
 
 
-def test_too_big_a_batch_is_halved_until_the_server_takes_it(mockapi, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ids", [500, 3000])
+def test_the_size_the_server_takes_is_found_and_every_batch_after_is_full(
+    mockapi, tmp_path: Path, ids: int
+) -> None:
     api = mockapi("--limit", "none", "--max-batch", "20")
     db = f"sqlite:///{tmp_path}/ingest.db"
-    done = crawl(api.url_template, db, "-a", "ids=1-500", **batched(api, 100))
+    done = crawl(api.url_template, db, "-a", f"ids=1-{ids}", **batched(api, 100))
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
     refused = [len(ids_of(entry)) for entry in record if entry["status"] == 400]
     answered = [len(ids_of(entry)) for entry in record if entry["status"] == 200]
     assert len(refused) <= 4, refused
-    assert 10 <= max(answered) <= 20
-    assert stat(done.stderr, "batch/size") == max(answered)
+    assert max(answered) == 20 == stat(done.stderr, "batch/size")
+    settled = answered.index(20)
+    assert [n for n in answered[settled:-1] if n != 20] == []  # all full but the last
+    # 20 a request, plus what the search for it cost: 3,000 ids took 302 requests when
+    # the size settled at 12 and groups were cut 12 + 12 + 1.
+    assert len(record) <= ids / 20 + 16, Counter(answered)
     assert "Batches of" in done.stderr  # said once
-    assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 500
+    assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == ids
 
 
 def test_a_single_id_refused_fails_with_the_servers_reason(mockapi, tmp_path: Path) -> None:
@@ -109,7 +116,7 @@ def test_a_single_id_refused_fails_with_the_servers_reason(mockapi, tmp_path: Pa
     api.inject(status=400, count=3)  # the batch of 2, then each id alone
     db = f"sqlite:///{tmp_path}/ingest.db"
     done = crawl(api.url_template, db, "-a", "ids=1-2", **batched(api, 2))
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]  # finished, with an id failed
     assert [len(ids_of(entry)) for entry in api.requests()] == [2, 1, 1]
     reasons = {id_: reason for id_, (state, reason, _) in failures(db).items() if state == "failed"}
     assert set(reasons) == {"1", "2"}
@@ -121,7 +128,7 @@ def test_server_errors_fail_the_whole_batch_after_its_retries(mockapi, tmp_path:
     db = f"sqlite:///{tmp_path}/ingest.db"
     settings = batched(api, 5, RETRY_TIMES=1, RETRY_BACKOFF_BASE=0)
     done = crawl(api.url_template, db, "-a", "ids=1-10", **settings)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]  # finished, with ids failed
     record = api.requests()
     assert statuses(record) == {503: 4}  # two batches, each tried twice
     assert Counter(tuple(ids_of(entry)) for entry in record) == {
@@ -173,6 +180,30 @@ def test_items_at_a_wrong_path_stop_the_crawl_and_lose_nothing(mockapi, tmp_path
     assert len(api.requests()) <= 2
 
     done = crawl(api.url_template, db, *ids, **{**wrong, "API_BATCH_ITEMS": "result.items"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 100
+
+
+@pytest.mark.parametrize(
+    ("wrong", "said"),
+    [
+        ({"API_ITEM_ID": "uuid"}, "API_ITEM_ID='uuid': none of the 10 items"),
+        ({"API_ITEM_ID": "name"}, "API_ITEM_ID='name': the 10 items of a batch's answer name"),
+    ],
+)
+def test_an_item_id_that_matches_no_item_stops_the_crawl_and_marks_nothing(
+    mockapi, tmp_path: Path, wrong: dict[str, str], said: str
+) -> None:
+    api = mockapi("--limit", "none")
+    db = f"sqlite:///{tmp_path}/ingest.db"
+    ids = ["-a", "ids=1-100"]
+    done = crawl(api.url_template, db, *ids, **batched(api, 10, **wrong))
+    assert done.returncode == 2, done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if " ERROR: " in line]
+    assert len(errors) == 1 and said in errors[0], errors
+    assert terminal_states(db) == {}  # nothing marked, whatever was in flight
+
+    done = crawl(api.url_template, db, *ids, **batched(api, 10))
     assert done.returncode == 0, done.stderr[-3000:]
     assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 100
 

@@ -10,7 +10,7 @@ import pytest
 from scrapy import Request
 from scrapy.settings import Settings
 
-from ingest.batch.answers import read_batch
+from ingest.batch.answers import misread, read_batch
 from ingest.batch.fingerprints import BatchFingerprinter
 from ingest.batch.sizer import Sizer
 from ingest.batch.spec import BatchSpec
@@ -159,7 +159,47 @@ def test_a_batch_answer_matches_items_to_the_ids_asked_for() -> None:
         ("3", {"id": "3"}),
     ]
     assert answer.missing == ["2"]
-    assert answer.unexpected == ["9", "None"] and answer.repeated == 1
+    assert answer.unexpected == ["9"] and answer.nameless == 1 and answer.repeated == 1
+
+
+def spec_of(**settings: Any) -> BatchSpec:
+    found = spec(**settings)
+    assert found is not None
+    return found
+
+
+@pytest.mark.parametrize(
+    ("items", "said"),
+    [
+        (
+            [{"uuid": "a", "name": "x"}, {"uuid": "b"}],
+            "API_ITEM_ID='id': none of the 2 items of a batch's answer has that field; "
+            "they hold name, uuid",
+        ),
+        (
+            [{"id": 7}, {"id": 8}],
+            "API_ITEM_ID='id': the 2 items of a batch's answer name ids it did not ask for "
+            "(7, 8), none of its 3 (1, 2, 3)",
+        ),
+        (
+            [1, 2, "3"],
+            "API_BATCH_ITEMS=None: the 3 items of a batch's answer are no objects (int, str), "
+            "so none has a field 'id'",
+        ),
+    ],
+)
+def test_an_answer_none_of_whose_items_matches_names_the_setting(
+    items: list[Any], said: str
+) -> None:
+    answer = read_batch(json.dumps({"items": items}), ["1", "2", "3"], None, "id")
+    assert misread(answer, ["1", "2", "3"], spec_of()) == said
+
+
+def test_an_answer_matched_in_part_or_empty_is_no_misreading() -> None:
+    partly = read_batch(json.dumps([{"id": 1}, {"id": 9}]), ["1", "2"], None, "id")
+    empty = read_batch("[]", ["1", "2"], None, "id")
+    assert misread(partly, ["1", "2"], spec_of()) is None
+    assert misread(empty, ["1", "2"], spec_of()) is None
 
 
 @pytest.mark.parametrize(
@@ -177,21 +217,26 @@ def test_ids_compare_as_text(item: Any, expected: str | None) -> None:
     assert id_of(item, "id") == expected
 
 
-def test_the_size_halves_on_refusals_and_settles_on_the_first_answer() -> None:
+@pytest.mark.parametrize(
+    ("server_max", "most_refused"), [(20, 4), (37, 8), (1, 7), (64, 8), (100, 0)]
+)
+def test_the_size_is_found_between_the_largest_answered_and_the_smallest_refused(
+    server_max: int, most_refused: int
+) -> None:
     settled: list[int] = []
     sizer = Sizer(100, on_settled=settled.append)
-    server_max, refused = 20, 0
+    sent = refused = 0
     size = sizer.size
     while not sizer.settled:
         batch = tuple(str(i) for i in range(size))
         assert sizer.may_send(batch)
         assert not sizer.may_send(tuple(str(i) for i in range(1, size + 1)))  # waits for the probe
         status = 400 if size > server_max else 200
-        refused += status == 400
+        sent, refused = sent + 1, refused + (status == 400)
         sizer.answered(batch, status)
         size = sizer.size
-    assert refused <= 4 and 10 <= sizer.size <= server_max
-    assert settled == [sizer.size]
+    assert sizer.size == server_max and refused <= most_refused and sent <= 12
+    assert settled == [server_max]
     assert sizer.may_send(tuple("abc"))  # smaller than what worked: goes at once
 
 

@@ -33,9 +33,9 @@ def test_a_refunded_send_gives_its_token_back_and_leaves_the_window() -> None:
 
 
 def test_a_refresh_sends_validators_and_304s_keep_rows(mockapi, tmp_path: Path) -> None:
-    api = mockapi("--limit", "600/60", "--no-count-304")
+    api = mockapi("--limit", "300/60", "--no-count-304")
     db = f"sqlite:///{tmp_path}/ingest.db"
-    settings = {"RATELIMIT_RATE": "600/60"}
+    settings = {"RATELIMIT_RATE": "300/60"}
     first = crawl(api.url_template, db, "-a", "ids=1-50", **settings)
     assert first.returncode == 0, first.stderr[-2000:]
     full = span(api.requests())

@@ -6,7 +6,6 @@ crawler's own counters.
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import subprocess
@@ -75,7 +74,7 @@ def test_every_id_ends_in_exactly_one_terminal_state(mockapi, tmp_path: Path) ->
     broken = mockapi("--limit", "none", "--error-rate", "1", "--error-statuses", "500")
     db = sqlite_url(tmp_path)
     done = crawl(api.url_template, db, "-a", "ids=1-12", RATELIMIT_RATE="6000/60")
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]  # finished, with an id failed
     done = crawl(
         broken.url_template,
         db,
@@ -85,7 +84,7 @@ def test_every_id_ends_in_exactly_one_terminal_state(mockapi, tmp_path: Path) ->
         RETRY_TIMES=2,
         RETRY_BACKOFF_BASE=0.01,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 3, done.stderr[-3000:]  # both failed after their retries
 
     states = terminal_states(db)
     expected = {str(i): "stored" for i in [1, 2, 8, 9, 10, 11, 12]}
@@ -117,12 +116,13 @@ def test_retry_after_pauses_every_request_then_resumes_paced(mockapi, tmp_path: 
     assert len(limited) == 1
     t429 = record[limited[0]]["t"]
     after = [entry["t"] - t429 for entry in record[limited[0] + 1 :]]
-    # Nothing within the 2 s the server named; the next request right after them.
-    assert 2.0 <= after[0] <= 2.3
-    # Then paced at 1200/60 (every 50 ms, give or take the way to the server), not a
-    # burst of everything that waited.
-    gaps = [b - a for a, b in itertools.pairwise(after)]
-    assert min(gaps) >= 0.04
+    # Nothing within the 2 s the server named; then requests again (a loaded machine may
+    # be late, never early).
+    assert 2.0 <= after[0] < 4.0
+    # Then paced at 1200/60, not a burst of everything that waited: the k-th request
+    # after the pause no sooner than k slots of 50 ms after its end (a late one does not
+    # make the next ones early; a millisecond for the way to the server).
+    assert all(t >= 2.0 + k * 0.05 - 0.001 for k, t in enumerate(after)), after
     assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 30
     assert stat(done.stderr, "ratelimit/pauses") == 1
     assert "Pausing requests to http://127.0.0.1" in done.stderr
@@ -149,11 +149,11 @@ def test_concurrent_429s_make_one_pause(mockapi, tmp_path: Path) -> None:
     done = crawl(api.url_template, db, "-a", "ids=1-30", RATELIMIT_RATE="1200/60")
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
-    assert statuses(record)[429] >= 4
+    # Several 429s at once (those in flight, early for the time the server named)...
+    assert statuses(record)[429] >= 2
+    # ... one pause, and no more early requests than could be in flight at once.
     assert stat(done.stderr, "ratelimit/pauses") == 1
-    (t429,) = [e["t"] for e in record if e["reason"] == "injected"]
-    # Once the 429 was back (0.3 s later), nothing went until the second it named.
-    assert not [e for e in record if t429 + 0.35 < e["t"] < t429 + 1.0]
+    assert [e["reason"] for e in record].count("early") <= 16
     assert statuses(record)[200] == 30
     assert set(terminal_states(db).values()) == {"stored"}
 
@@ -305,3 +305,27 @@ def test_an_export_holds_each_payload_as_json(mockapi, tmp_path: Path) -> None:
     assert by_id["1"]["data"]["name"] == "Item 1" and by_id["1"]["state"] == "stored"
     assert by_id["2"]["state"] == "not_found" and by_id["2"]["data"] is None
     assert "payload" not in by_id["1"]
+
+
+def test_invalid_ids_that_pass_a_changed_schema_are_stored_without_a_request(
+    mockapi, tmp_path: Path
+) -> None:
+    api = mockapi("--limit", "none")
+    db = sqlite_url(tmp_path)
+    wrong = tmp_path / "wrong.schema.json"
+    wrong.write_text(json.dumps({"type": "object", "required": ["sku"]}))
+    ids = ["-a", "ids=1-60"]
+    first = crawl(api.url_template, db, *ids, RATELIMIT_RATE="6000/60", ITEM_SCHEMA=str(wrong))
+    assert first.returncode == 0, first.stderr[-3000:]  # invalid is an outcome
+    assert set(terminal_states(db).values()) == {"invalid"} and len(terminal_states(db)) == 60
+    sent = len(api.requests())
+
+    # The mock's own schema: every payload kept passes it.
+    done = crawl(api.url_template, db, *ids, RATELIMIT_RATE="6000/60")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(api.requests()) == sent  # not one request
+    assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 60
+    assert "60 ids kept as invalid pass the changed schema: stored without a request" in (
+        done.stderr
+    )
+    assert stat(done.stderr, "validation/revalidated_stored") == 60

@@ -94,7 +94,9 @@ def test_a_dead_worker_loses_nothing(mockapi, postgres_url: str, redis_url: str)
 
 
 def test_workers_share_batches(mockapi, postgres_url: str, redis_url: str) -> None:
-    api = mockapi("--limit", RATE, "--algorithm", "sliding", "--not-found", "77")
+    # Answers that take 2 s make one worker alone take 15 s: the other, however late a
+    # loaded machine starts it, joins in.
+    api = mockapi("--limit", RATE, "--algorithm", "sliding", "--not-found", "77", "--latency", "2")
     n, size = 6000, 50
     batches = {"API_BATCH_SIZE": size, "API_BATCH_URL": api.batch_url_template}
     logs = finish(workers(api, postgres_url, redis_url, 2, n, **batches))

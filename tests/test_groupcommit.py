@@ -6,6 +6,7 @@ The outages are a fake store's, on a fake clock; the real databases' are in test
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -225,11 +226,29 @@ def test_a_write_is_retried_through_an_outage_reconnecting_each_time() -> None:
         await ledger.write(outcomes("1", "2"))
 
     run(ledger, scenario())
-    # Failed at 1, 1.5, 2.5 and 4.5; written at 8.5.
+    # Failed at 1 (on the old connection, then on a new one), 1.5, 2.5 and 4.5; written at 8.5.
     assert clock.slept == [0.5, 1.0, 2.0, 4.0]
     assert events.timeline == [("began", 1.0, 0), ("ended", 7.5, 0)]
     assert store.written == [["1", "2"]]
-    assert store.connects == 1 + 4  # the first, then one before each retry
+    assert store.connects == 1 + 1 + 4  # the first, a new one at once, then one before each retry
+
+
+def test_a_connection_a_restart_broke_is_made_again_at_once_with_no_outage_told() -> None:
+    clock = FakeClock(now=0.0)
+    store, events = FlakyStore(clock, down=1.0, back=2.0), Events(clock)
+    ledger = ledger_of(store, clock, events)
+
+    async def scenario() -> dict[str, tuple[str, float]]:
+        await ledger.open()
+        await ledger.write(outcomes("1"))
+        clock.now = 1.5
+        with contextlib.suppress(StorageUnavailable):
+            store._check("read")  # the restart breaks the connection, unused meanwhile
+        clock.now = 20.0  # the database has been back for 18 s when it is next read
+        return await ledger.states(["1"])
+
+    assert run(ledger, scenario()) == {"1": (STORED, 0.0)}
+    assert clock.slept == [] and events.timeline == []  # no outage told, no wait
 
 
 def test_a_read_is_retried_through_an_outage() -> None:

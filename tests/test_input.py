@@ -16,6 +16,7 @@ BAD_INPUT = [
     (["-a", "ids=5-1"], {}, "'5-1'"),
     (["-a", "ids_file=/nonexistent/ids.txt"], {}, "'/nonexistent/ids.txt'"),
     (["-a", "ids=1-3", "-a", "refresh=maybe"], {}, "'maybe'"),
+    (["-a", "ids=1-3", "-a", "refresh=yes"], {}, "refresh must be 1 or 0, got 'yes'"),
     (["-a", "idz=1-5"], {}, "idz='1-5'"),
     (["-a", "ids=1-3", "-a", "idz=1-5"], {}, "idz='1-5'"),
     (IDS, {"RATELIMIT_RATE": "fast"}, "RATELIMIT_RATE must look like 100/60"),
@@ -24,6 +25,11 @@ BAD_INPUT = [
         IDS,
         {"RATELIMIT_RATE": "auto,fast"},
         "RATELIMIT_RATE must look like 100/60 (requests/seconds) or auto, got 'auto,fast'",
+    ),
+    (
+        IDS,
+        {"RATELIMIT_RATE": "auto,auto"},
+        "RATELIMIT_RATE names auto once at most, got 'auto,auto'",
     ),
     (
         IDS,

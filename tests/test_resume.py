@@ -63,6 +63,8 @@ def test_a_stop_at_any_moment_loses_nothing(mockapi, tmp_path: Path, how: str, t
         process.kill()
     sent_before = len(api.requests())
     assert sent_before < N  # it did stop early
+    # Stopped before done, by Ctrl-C once or twice: the exit code says to run it again.
+    assert process.returncode == (-signal.SIGKILL if how == "kill" else 75)
 
     done = crawl(
         api.url_template, db, "-a", f"ids=1-{N}", JOBDIR=jobdir, **SETTINGS
@@ -96,7 +98,7 @@ def test_ctrl_c_during_a_long_pause_stops_within_two_seconds(mockapi, tmp_path: 
     finally:
         process.kill()
     assert took < 2.0, stderr[-3000:]
-    assert process.returncode == 0
+    assert process.returncode == 75  # stopped before done: the same command continues
     assert "scheduler/returned" in stderr  # the waiting requests went back to the queue
     api.reset()  # the server forgets the pause; the rerun finishes at once
     done = crawl(api.url_template, db, "-a", f"ids=1-{N}", JOBDIR=jobdir, **SETTINGS)
@@ -122,7 +124,7 @@ def test_failed_ids_are_tried_again_and_invalid_ones_only_with_refresh(
     db = f"sqlite:///{tmp_path}/ingest.db"
     broken = mockapi("--limit", "none", "--error-rate", "1", "--error-statuses", "503")
     done = crawl(broken.url_template, db, "-a", "ids=1-5", RETRY_TIMES=0, **SETTINGS)
-    assert done.returncode == 0 and set(terminal_states(db).values()) == {"failed"}
+    assert done.returncode == 3 and set(terminal_states(db).values()) == {"failed"}
 
     api = mockapi("--limit", "none", "--invalid", "6")
     done = crawl(api.url_template, db, "-a", "ids=1-6", **SETTINGS)

@@ -451,3 +451,33 @@ def test_open_store_does_no_io(tmp_path: Path) -> None:
     open_store(f"sqlite:///{tmp_path}/missing/x.db")
     open_store(f"postgresql://bob:pw@127.0.0.1:{free_port()}/db")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_invalid_ids_are_kept_for_another_schema_to_check(store: Store, database_url: str) -> None:
+    def invalid(id_: str, reason: str, schema: str | None) -> Outcome:
+        outcome = failure(id_, "invalid", reason, json.dumps({"id": id_, "name": "w"}))
+        outcome.schema = schema
+        return outcome
+
+    store.write(
+        [
+            invalid("1", "schema: 'sku' is a required property (at $)", "aaa"),
+            invalid("2", "schema: 'sku' is a required property (at $)", "bbb"),
+            invalid(
+                "3", "a string holds U+0000 (\\u0000), which PostgreSQL's jsonb cannot store", None
+            ),
+            invalid("4", "schema: made by an earlier release (at $)", None),
+            failure("5", "failed"),
+        ]
+    )
+    kept = store.kept_invalid("bbb", "", 10)
+    # Another schema's (or none recorded); not the one checked already, nor U+0000's.
+    assert [row.id for row in kept] == ["1", "4"]
+    assert json.loads(kept[0].data) == {"id": "1", "name": "w"}
+    assert kept[0].fetched_at == pytest.approx(1_700_000_100.5)
+    assert [row.id for row in store.kept_invalid("bbb", "1", 10)] == ["4"]  # after "1"
+    store.checked("bbb", [("1", "schema: still wrong (at $)")])
+    assert [row.id for row in store.kept_invalid("bbb", "", 10)] == ["4"]
+    assert rows(database_url, "SELECT reason FROM failures WHERE id = ?", "1") == [
+        ("schema: still wrong (at $)",)
+    ]

@@ -26,7 +26,42 @@ class BatchAnswer:
     found: list[tuple[str, Any, str]] = field(default_factory=list)  # id, value, text
     missing: list[str] = field(default_factory=list)  # asked for, not in the answer
     unexpected: list[str] = field(default_factory=list)  # in the answer, not asked for
+    nameless: int = 0  # items that name no id at API_ITEM_ID
     repeated: int = 0  # items of an id already found in the answer
+    # What the items not matched hold: the fields of the first few objects (or the kinds
+    # of those that are no object), to say what a wrong setting reads.
+    fields: set[str] = field(default_factory=set)
+    kinds: set[str] = field(default_factory=set)
+
+
+# Items of an answer looked at to say what they hold.
+SHOWN = 5
+
+
+def misread(answer: BatchAnswer, ids: list[str], spec: BatchSpec) -> str | None:
+    """Why an answer none of whose items can be matched to the ids asked for shows a
+    setting wrong, naming the setting and what the items hold; None when some matched,
+    or when it holds no item at all (then none of the ids exists)."""
+    count = len(answer.unexpected) + answer.nameless
+    if answer.found or not count:
+        return None
+    id_field = spec.id_field
+    if not answer.fields:
+        items = ".".join(spec.items) if spec.items else None
+        return (
+            f"API_BATCH_ITEMS={items!r}: the {count} items of a batch's answer are no objects "
+            f"({', '.join(sorted(answer.kinds))}), so none has a field {id_field!r}"
+        )
+    if not answer.unexpected:
+        return (
+            f"API_ITEM_ID={id_field!r}: none of the {count} items of a batch's answer has "
+            f"that field; they hold {', '.join(sorted(answer.fields))}"
+        )
+    return (
+        f"API_ITEM_ID={id_field!r}: the {count} items of a batch's answer name ids it did not "
+        f"ask for ({', '.join(answer.unexpected[:SHOWN])}), none of its {len(ids)} "
+        f"({', '.join(ids[:SHOWN])}{', …' if len(ids) > SHOWN else ''})"
+    )
 
 
 def read_batch(
@@ -38,7 +73,15 @@ def read_batch(
     for value, raw in items_at(text, path):
         id_ = id_of(value, id_field)
         if id_ is None or id_ not in asked:
-            answer.unexpected.append(repr(id_) if id_ is None else id_)
+            if id_ is None:
+                answer.nameless += 1
+            else:
+                answer.unexpected.append(id_)
+            if len(answer.unexpected) + answer.nameless <= SHOWN:
+                if isinstance(value, dict):
+                    answer.fields.update(map(str, value))
+                else:
+                    answer.kinds.add(type(value).__name__)
         elif id_ in seen:
             answer.repeated += 1
         else:
@@ -82,12 +125,12 @@ def count(stats: StatsCollector, answer: BatchAnswer, asked: int) -> None:
     """``batch/…`` stats of an answer; the first items of ids not asked for, in the log."""
     stats.inc_value("batch/requests_answered")
     stats.inc_value("batch/ids_answered", asked)
-    if answer.unexpected:
+    if unexpected := [*answer.unexpected, *["None"] * answer.nameless]:
         if not stats.get_value("batch/unexpected"):
             logger.warning(
                 "A batch's answer holds items of ids not asked for (%s): counted in "
-                "batch/unexpected, not stored", ", ".join(answer.unexpected[:5]),
+                "batch/unexpected, not stored", ", ".join(unexpected[:SHOWN]),
             )  # fmt: skip
-        stats.inc_value("batch/unexpected", len(answer.unexpected))
+        stats.inc_value("batch/unexpected", len(unexpected))
     if answer.repeated:
         stats.inc_value("batch/repeated", answer.repeated)

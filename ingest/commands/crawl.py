@@ -18,7 +18,7 @@ from ingest.config.preflight import (
 )
 from ingest.config.values import ConfigError, parse_flag
 from ingest.job import log_level, log_target
-from ingest.stopping.endings import EXIT_CODES, EXIT_UNREACHABLE, EXIT_USAGE
+from ingest.stopping.endings import EXIT_UNREACHABLE, EXIT_USAGE, exit_code
 
 if TYPE_CHECKING:
     import argparse
@@ -27,10 +27,11 @@ if TYPE_CHECKING:
 
 
 class Command(ScrapyCrawl):
-    """Scrapy's crawl command; a bad setting or argument of the ``api`` spider ends
-    it at once with one line naming the culprit and exit code 2 (69 for an API that
-    cannot be reached). A crawl that ends early for a reason of ``ingest.stopping.endings``
-    exits with that reason's code (75: try again later; 77: the token was refused)."""
+    """Scrapy's crawl command; a bad setting or argument of the ``api`` or ``list`` spider
+    ends it at once with one line naming the culprit and exit code 2 (69 for an API that
+    cannot be reached). A crawl exits with the code of the way it ended
+    (:func:`ingest.stopping.endings.exit_code`: 0 done, 3 ids failed, 75 stopped before
+    done, 77 the token refused, …)."""
 
     def _create_crawler(self, spidercls: Any) -> Crawler:
         self.crawler = super()._create_crawler(spidercls)
@@ -43,9 +44,14 @@ class Command(ScrapyCrawl):
         logging.getLogger("scrapy").setLevel(log_level(self.settings))
         super().run(args, opts)
         crawler = getattr(self, "crawler", None)
-        stats = crawler.stats if crawler is not None else None
-        if self.exitcode == 0 and stats:
-            self.exitcode = EXIT_CODES.get(stats.get_value("finish_reason"), 0)
+        if self.exitcode != 0 or crawler is None:
+            return
+        try:
+            stats = crawler.stats
+        except RuntimeError:
+            return  # the crawl never began
+        failed = int(stats.get_value("storage/failed", 0))
+        self.exitcode = exit_code(stats.get_value("finish_reason"), failed)
 
     def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
         super().process_options(args, opts)

@@ -17,13 +17,12 @@ class ConfigError(ValueError):
 
 
 def parse_flag(name: str, value: Any) -> bool:
+    """A spider argument that is on or off: ``1`` or ``0``, as its message says."""
     if value is None or isinstance(value, bool):
         return bool(value)
-    text = str(value).strip().lower()
-    if text in {"1", "true", "yes", "on"}:
-        return True
-    if text in {"", "0", "false", "no", "off"}:
-        return False
+    text = str(value).strip()
+    if text in {"1", "0"}:
+        return text == "1"
     raise ConfigError(f"{name} must be 1 or 0, got {value!r}")
 
 

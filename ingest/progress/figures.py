@@ -31,6 +31,16 @@ _OF_CRAWLER: weakref.WeakKeyDictionary[Crawler, Figures] = weakref.WeakKeyDictio
 
 
 @dataclass(frozen=True, slots=True)
+class Mark:
+    """Counts at one moment: requests sent, answered 429, answered 304 and free."""
+
+    at: float
+    sent: int
+    refused: int
+    free: int
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The figures at one moment. Requests are counted as they leave for the server
     (Scrapy's ``downloader/request_count``: retries and requeued 429s included); ids by
@@ -69,10 +79,14 @@ class Figures:
         stats: StatsCollector,
         rates: tuple[Rate, ...],
         *,
+        count_304: bool = True,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.stats, self.rates, self.clock = stats, rates, clock
+        self.stats, self.rates, self.count_304, self.clock = stats, rates, count_304, clock
         self.inferred: Rate | None = None
+        # Where the stretch measured against the limit begins: the first request, or the
+        # moment a slower limit was inferred from 429s (before it, that one was not kept).
+        self.stretch: Mark | None = None
         self.started = clock()
         self.total: int | None = None
         self.sent: deque[float] = deque()
@@ -87,7 +101,7 @@ class Figures:
         if figures is None:
             assert crawler.stats is not None
             job = Job.of(crawler)
-            figures = cls(crawler.stats, job.pacing.rates)
+            figures = cls(crawler.stats, job.pacing.rates, count_304=job.pacing.count_304)
 
             def opened() -> None:
                 run = Run.of(crawler)
@@ -109,7 +123,34 @@ class Figures:
             self.stats.set_value("ids/total", self.total)
 
     def limit_inferred(self, rate: Rate) -> None:
+        if self.inferred is None or rate.per_second < self.inferred.per_second:
+            self.stretch = self.mark(self.clock())
         self.inferred = rate
+
+    def mark(self, at: float) -> Mark:
+        """The counts so far, as a stretch beginning at ``at`` starts from."""
+        get = self.stats.get_value
+        free = 0 if self.count_304 else int(get("downloader/response_status_count/304", 0))
+        return Mark(at, self.count, int(get("downloader/response_status_count/429", 0)), free)
+
+    def free(self) -> int:
+        """Requests the server does not count: 304s, with RATELIMIT_COUNT_304 off."""
+        return self.mark(0.0).free
+
+    def share_of_limit(self, keys: int = 1) -> float | None:
+        """The requests the server accepted and counted (no 429, no free 304), per second,
+        as a share of the limit (``keys`` times it, one each): from the first request,
+        or from when the limit measured against was inferred; None with fewer than two."""
+        limit = self.limit()
+        if limit is None or self.first_sent is None or self.last_sent is None:
+            return None
+        start = self.stretch or Mark(self.first_sent, 0, 0, 0)
+        end = self.mark(self.last_sent)
+        accepted = (end.sent - start.sent) - (end.refused - start.refused) - (end.free - start.free)
+        span = end.at - start.at
+        if accepted < 2 or span <= 0:
+            return None
+        return (accepted - 1) / span / (limit.per_second * keys)
 
     def limit(self) -> Rate | None:
         """The limit to measure against: the one inferred from 429s if any, else the
@@ -144,11 +185,12 @@ class Figures:
 
     def overall_per_minute(self) -> float | None:
         """Requests per minute from the first to the last, as the server would compute
-        it from its record; None with fewer than two requests."""
-        if self.count < 2 or self.first_sent is None or self.last_sent is None:
+        it from its record (free 304s left out); None with fewer than two requests."""
+        counted = self.count - self.free()
+        if counted < 2 or self.first_sent is None or self.last_sent is None:
             return None
         span = self.last_sent - self.first_sent
-        return (self.count - 1) * 60 / span if span > 0 else None
+        return (counted - 1) * 60 / span if span > 0 else None
 
     def snapshot(self) -> Snapshot:
         get, now = self.stats.get_value, self.clock()

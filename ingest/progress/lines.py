@@ -50,11 +50,8 @@ def progress_line(s: Snapshot) -> str:
 def summary_record(s: Snapshot, figures: Figures, reason: str, keys: int = 1) -> dict[str, Any]:
     """The summary's figures, as kept in JOBDIR and shown by ``ingest-status --json``.
     With several keys, the limit is each key's, times as many keys."""
-    rate = figures.overall_per_minute()
-    limit = figures.limit()
-    share = None
-    if rate is not None and limit is not None:
-        share = round(rate / (60 * limit.per_second * keys), 4)
+    rate, limit = figures.overall_per_minute(), figures.limit()
+    share = figures.share_of_limit(keys)
     return {
         "reason": reason,
         "finished_at": datetime.fromtimestamp(s.now, tz=UTC).isoformat(timespec="seconds"),
@@ -67,7 +64,10 @@ def summary_record(s: Snapshot, figures: Figures, reason: str, keys: int = 1) ->
         "requests_per_minute": None if rate is None else round(rate, 2),
         "limit": None if limit is None else str(limit),
         "keys": keys,
-        "share_of_limit": share,
+        "share_of_limit": None if share is None else round(share, 4),
+        "limit_since_inferred": figures.stretch is not None,
+        "free_304": figures.free(),
+        "revalidated": int(figures.stats.get_value("validation/revalidated_stored", 0)),
         "pace_per_minute": round(s.pace, 1),
     }
 
@@ -87,6 +87,8 @@ def summary_text(record: dict[str, Any]) -> str:
     if record["share_of_limit"] is not None:
         of = f"{record['keys']} keys x " if record.get("keys", 1) > 1 else ""
         text += f" = {100 * record['share_of_limit']:.1f}% of {of}the {record['limit']} limit"
+        if record.get("limit_since_inferred"):
+            text += " (since it was inferred)"
     elif record["limit"] is None:
         text += (
             "; the limit is not known: no 429 taught one, and the pace had reached "
@@ -94,6 +96,13 @@ def summary_text(record: dict[str, Any]) -> str:
         )
     if record.get("ids_per_request", 1) > 1:
         text += f"; {record['ids_per_request']:.1f} ids/request"
+    if record.get("free_304"):
+        text += f"; {record['free_304']} x 304 the server does not count, left out of the rate"
+    if record.get("revalidated"):
+        text += (
+            f"; {record['revalidated']} ids kept as invalid pass the changed schema: "
+            "stored without a request"
+        )
     return text
 
 

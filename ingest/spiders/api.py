@@ -84,9 +84,7 @@ class ApiSpider(IdFetching):
             state = getattr(self, "state", None)
             if state and state.get("batch_size"):
                 run.requests.sizer.settle(int(state["batch_size"]))
-            async for request in batch_requests(
-                run, self.worklist, self.crawler, self.job.batch_size
-            ):
+            async for request in batch_requests(run, self.worklist, self.crawler):
                 yield request
             return
         feed = run.shared.feed() if run.shared else self.worklist.feed(self.crawler)

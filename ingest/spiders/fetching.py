@@ -13,6 +13,7 @@ from scrapy import Spider
 from scrapy.exceptions import IgnoreRequest
 
 from ingest.batch import answers as batch_answers
+from ingest.batch.feed import Batches
 from ingest.batch.sizer import TOO_BIG, Sizer
 from ingest.batch.spec import IDS, batch_size
 from ingest.fetching.answers import NoItems, describe
@@ -43,6 +44,7 @@ class IdFetching(Spider):
     run: Run
     clock: Callable[[], float] = time.time
     batch_answered = False
+    misread = False
 
     @classmethod
     def update_settings(cls, settings: Any) -> None:
@@ -72,7 +74,7 @@ class IdFetching(Spider):
             parse_batch=spider.parse_batch,
             failed=spider.failed,
         )
-        spider.run = Run(run_id, requests)
+        spider.run = Run(run_id, requests, Batches(requests) if job.batching else None)
         spider.run.attach(crawler)
         return spider
 
@@ -92,10 +94,11 @@ class IdFetching(Spider):
         ids, spec = response.meta[IDS], self.job.batching
         assert spec is not None
         if response.status in TOO_BIG and len(ids) > 1:
+            # Asked for again in batches of the size the API takes now (the middleware
+            # lowered it on this answer), what is left waiting for more ids.
             self.crawler.stats.inc_value("batch/split")
-            half = len(ids) // 2
-            for part in (ids[:half], ids[half:]):
-                yield self.run.requests.batch_request(part, like=response.request)
+            assert self.run.batches is not None
+            yield from self.run.batches.give_back(ids, like=response.request)
             return
         try:
             answer = batch_answers.read_answer(response, ids, spec)
@@ -108,6 +111,13 @@ class IdFetching(Spider):
                 return
             answer = f"no items in the answer at {describe(spec.items)}"
         if isinstance(answer, batch_answers.BatchAnswer):
+            if (wrong := batch_answers.misread(answer, ids, spec)) is not None:
+                # Read with a wrong setting, every id would end not_found: stop, none marked.
+                if not self.misread:
+                    self.misread = True
+                    logger.error("%s; stopping: no id was marked", wrong)
+                end_crawl(self.crawler, BAD_SETTING)
+                return
             self.batch_answered = True
             batch_answers.count(self.crawler.stats, answer, len(ids))
         yield from batch_answers.outcomes(answer, ids, response, self.clock())

@@ -1,4 +1,4 @@
-"""Why a crawl ends before its work is done, and the exit code each reason gives."""
+"""Why a crawl ends before its work is done, and the exit code of each way a crawl ends."""
 
 from __future__ import annotations
 
@@ -29,13 +29,28 @@ BAD_PAGE = "listing_bad_page"
 # the listing where it stands (EX_TEMPFAIL).
 PAGE_FAILED = "listing_page_failed"
 
-# A bad argument or setting (as Scrapy's own usage errors), and an API that cannot be
-# reached before the first request (EX_UNAVAILABLE).
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 69
+# The exit codes, one per way a crawl ends (README, "Exit codes"):
+EXIT_DONE = 0  # finished, every id terminal
+EXIT_USAGE = 2  # a bad argument or setting (as Scrapy's own usage errors)
+EXIT_FAILED_IDS = 3  # finished, some ids failed after their retries: a rerun tries them again
+EXIT_BAD_PAGE = 65  # a listing page that cannot be read (EX_DATAERR)
+EXIT_UNREACHABLE = 69  # the API cannot be reached before the first request (EX_UNAVAILABLE)
+EXIT_STOPPED = 75  # stopped before done, resumable: the same command continues (EX_TEMPFAIL)
+EXIT_UNAUTHORIZED = 77  # the API refused the token (EX_NOPERM)
 EXIT_CODES = {
-    PAUSED: 75, UNAUTHORIZED: 77, BAD_SETTING: EXIT_USAGE, BAD_PAGE: 65, PAGE_FAILED: 75,
+    PAUSED: EXIT_STOPPED, UNAUTHORIZED: EXIT_UNAUTHORIZED, BAD_SETTING: EXIT_USAGE,
+    BAD_PAGE: EXIT_BAD_PAGE, PAGE_FAILED: EXIT_STOPPED,
 }  # fmt: skip
+FINISHED = "finished"
+
+
+def exit_code(reason: str | None, failed: int) -> int:
+    """The exit code of a crawl that closed for ``reason`` (None: it never closed, as after
+    a second Ctrl-C), leaving ``failed`` ids failed. A reason neither ``finished`` nor
+    one of ours (Ctrl-C's ``shutdown``, a CLOSESPIDER_* limit) stopped it before its end."""
+    if reason == FINISHED:
+        return EXIT_FAILED_IDS if failed else EXIT_DONE
+    return EXIT_CODES.get(reason or "", EXIT_STOPPED)
 
 
 # The crawls ending for a reason of this module, so that waits can stop at once.

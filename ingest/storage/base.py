@@ -15,6 +15,18 @@ Record = Outcome | ListingMark
 
 
 @dataclass(frozen=True, slots=True)
+class Kept:
+    """An invalid id's payload, kept with the reason a schema refused it: checked again
+    when the schema changes."""
+
+    id: str
+    data: str
+    url: str | None
+    status: int | None
+    fetched_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Listed:
     """An id listed with details: its place in the listing's order (a later listing of it
     moves it to the end), and the time its outcome must be from, at least, to count."""
@@ -70,6 +82,14 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, int]:
         """How many ids stand in each state, every state named."""
+
+    def kept_invalid(self, schema: str, after: str, limit: int) -> list[Kept]:
+        """The ids a schema other than ``schema`` (by its digest) found invalid, with their
+        payloads, after the id ``after`` in order: at most ``limit``."""
+
+    def checked(self, schema: str, reasons: Sequence[tuple[str, str]]) -> None:
+        """The invalid ids of ``reasons`` (id, reason) were checked against ``schema``
+        again and are still invalid: their reasons and schema digest updated."""
 
     def close(self) -> None: ...
 
@@ -178,6 +198,7 @@ def failure_row(failure: Failure) -> dict[str, object]:
         "status": outcome.status,
         "fetched_at": outcome.fetched_at,
         "attempts": failure.attempts,
+        "schema_digest": outcome.schema,
     }
 
 

@@ -14,7 +14,7 @@ from scrapy.utils.asyncio import sleep as scrapy_sleep
 from ingest.backoff import exponential
 from ingest.items import ListingMark
 from ingest.storage import open_store
-from ingest.storage.base import Listed, Record, StorageUnavailable, Store
+from ingest.storage.base import Kept, Listed, Record, StorageUnavailable, Store
 
 T = TypeVar("T")
 
@@ -47,9 +47,11 @@ class Ledger:
 
     The reactor only awaits: a slow disk or a distant database never stalls it.
 
-    A call (`write`, `states`, `counts`) that fails with `StorageUnavailable` is
+    A call (`write`, `states`, `counts`) that fails with `StorageUnavailable` is tried
+    again at once on a new connection (a restart of the database leaves the old one
+    broken, the database back); if that fails too, the database is down: the call is
     retried, reconnecting first, after ``backoff(attempt)`` seconds, until it goes
-    through: an outage loses nothing and fails nothing. ``sleep`` raising
+    through. An outage loses nothing and fails nothing. ``sleep`` raising
     :class:`~ingest.stopping.waiting.Stopping` ends the retries; the Stopping propagates.
     Any other error is the caller's at once.
     """
@@ -101,6 +103,12 @@ class Ledger:
     async def counts(self) -> dict[str, int]:
         return await self._retried(self.store.counts)
 
+    async def kept_invalid(self, schema: str, after: str, limit: int) -> list[Kept]:
+        return await self._retried(self.store.kept_invalid, schema, after, limit)
+
+    async def checked(self, schema: str, reasons: Sequence[tuple[str, str]]) -> None:
+        await self._retried(self.store.checked, schema, reasons)
+
     async def close(self) -> None:
         try:
             await self._run(self.store.close)
@@ -108,11 +116,14 @@ class Ledger:
             self._executor.shutdown(wait=False)
 
     async def _retried(self, call: Callable[..., T], *args: Any) -> T:
-        attempt = 0
+        attempt, fresh = 0, False
         while True:
             try:
-                result = await self._run(self._attempt, attempt > 0, call, *args)
+                result = await self._run(self._attempt, attempt > 0 or fresh, call, *args)
             except StorageUnavailable as exc:
+                if not fresh and attempt == 0 and self._down_since is None:
+                    fresh = True  # the connection may be all that broke
+                    continue
                 attempt += 1
                 self._failed(exc)
                 delay = self.backoff(attempt)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 from urllib.parse import unquote
 
@@ -49,6 +50,7 @@ CREATE TABLE IF NOT EXISTS failures (
 CREATE INDEX IF NOT EXISTS failures_state ON failures (state);
 ALTER TABLE items ADD COLUMN IF NOT EXISTS etag text;
 ALTER TABLE items ADD COLUMN IF NOT EXISTS last_modified text;
+ALTER TABLE failures ADD COLUMN IF NOT EXISTS schema_digest text;
 CREATE TABLE IF NOT EXISTS listings (
     listing text PRIMARY KEY,
     position text,
@@ -101,14 +103,14 @@ ON CONFLICT (listing, id) DO UPDATE SET
 
 # Only where the id has no items row: a transient failure never replaces stored data.
 UPSERT_FAILURE = """
-INSERT INTO failures (id, state, reason, data, url, status, fetched_at, attempts)
+INSERT INTO failures (id, state, reason, data, url, status, fetched_at, attempts, schema_digest)
 SELECT %(id)s, %(state)s, %(reason)s, %(data)s::jsonb, %(url)s, %(status)s::integer,
-    to_timestamp(%(fetched_at)s), %(attempts)s
+    to_timestamp(%(fetched_at)s), %(attempts)s, %(schema_digest)s
 WHERE NOT EXISTS (SELECT 1 FROM items WHERE id = %(id)s)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state, reason = excluded.reason, data = excluded.data,
     url = excluded.url, status = excluded.status, fetched_at = excluded.fetched_at,
-    attempts = failures.attempts + excluded.attempts
+    attempts = failures.attempts + excluded.attempts, schema_digest = excluded.schema_digest
 """
 
 STATES_OF = """
@@ -132,16 +134,27 @@ SELECT place, id, stale_before FROM listed
 WHERE listing = %(listing)s AND place > %(after)s ORDER BY place LIMIT %(limit)s
 """
 
+# Invalid for a schema (not for U+0000, which no schema changes), another than this one.
+# The payload as text: jsonb's own (normalised) spelling of what was received.
+KEPT_INVALID = """
+SELECT id, data::text, url, status, extract(epoch FROM fetched_at)::float8 FROM failures
+WHERE state = 'invalid' AND reason LIKE 'schema:%%' AND id > %(after)s
+    AND (schema_digest IS NULL OR schema_digest <> %(schema)s)
+ORDER BY id LIMIT %(limit)s
+"""
+
+CHECKED = """
+UPDATE failures SET reason = %(reason)s, schema_digest = %(schema)s
+WHERE id = %(id)s AND state = 'invalid'
+"""
+
 TABLES = "SELECT to_regclass('items') IS NOT NULL AND to_regclass('failures') IS NOT NULL"
 
 
 class PostgresStore(SqlStore):
     """Items and failures in a PostgreSQL database given by a postgresql:// URL."""
 
-    STATES_OF = STATES_OF
-    VALIDATORS_OF = VALIDATORS_OF
-    LISTING_OF = LISTING_OF
-    LISTED_AFTER = LISTED_AFTER
+    STATEMENTS = sys.modules[__name__]  # its lookups, above
     DRIVER = psycopg
     # An id too long for the primary key's index: an OperationalError, like those of a
     # lost connection, but about the value.

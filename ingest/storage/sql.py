@@ -9,6 +9,7 @@ from typing import Any
 
 from ingest.items import STATES, ListingMark
 from ingest.storage.base import (
+    Kept,
     Listed,
     Plan,
     Record,
@@ -33,10 +34,9 @@ class SqlStore:
     and ``limit``); it connects and writes."""
 
     url: str
-    STATES_OF: str
-    VALIDATORS_OF: str
-    LISTING_OF: str
-    LISTED_AFTER: str
+    # The module naming the lookups in its dialect, as STATES_OF, VALIDATORS_OF, LISTING_OF,
+    # LISTED_AFTER, KEPT_INVALID and CHECKED.
+    STATEMENTS: ModuleType
     DRIVER: ModuleType
     MORE_REFUSALS: tuple[type[Exception], ...] = ()
     _conn: Any = None
@@ -65,26 +65,44 @@ class SqlStore:
         raise NotImplementedError
 
     def states(self, ids: Sequence[str]) -> dict[str, tuple[str, float]]:
-        rows = self._read(self.STATES_OF, {"ids": self._ids_parameter(ids)})
+        rows = self._read(self.STATEMENTS.STATES_OF, {"ids": self._ids_parameter(ids)})
         return {id_: (state, fetched_at) for id_, state, fetched_at in rows}
 
     def validators(self, ids: Sequence[str]) -> dict[str, tuple[str | None, str | None]]:
-        rows = self._read(self.VALIDATORS_OF, {"ids": self._ids_parameter(ids)})
+        rows = self._read(self.STATEMENTS.VALIDATORS_OF, {"ids": self._ids_parameter(ids)})
         return {id_: (etag, modified) for id_, etag, modified in rows}
 
     def listing(self, key: str) -> ListingMark | None:
-        rows = self._read(self.LISTING_OF, {"listing": key})
+        rows = self._read(self.STATEMENTS.LISTING_OF, {"listing": key})
         if not rows:
             return None
         position, finished, high_water, at = rows[0]
         return ListingMark(key, position, bool(finished), _json_text(high_water), float(at))
 
     def listed(self, key: str, after: int, limit: int) -> list[Listed]:
-        rows = self._read(self.LISTED_AFTER, {"listing": key, "after": after, "limit": limit})
+        rows = self._read(
+            self.STATEMENTS.LISTED_AFTER, {"listing": key, "after": after, "limit": limit}
+        )
         return [Listed(int(place), id_, float(stale)) for place, id_, stale in rows]
 
     def counts(self) -> dict[str, int]:
         return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
+
+    def kept_invalid(self, schema: str, after: str, limit: int) -> list[Kept]:
+        rows = self._read(
+            self.STATEMENTS.KEPT_INVALID, {"schema": schema, "after": after, "limit": limit}
+        )
+        return [
+            Kept(id_, _json_text(data) or "null", url, status, float(fetched_at))
+            for id_, data, url, status, fetched_at in rows
+        ]
+
+    def checked(self, schema: str, reasons: Sequence[tuple[str, str]]) -> None:
+        params = [{"id": id_, "reason": reason, "schema": schema} for id_, reason in reasons]
+        try:
+            self._connection().cursor().executemany(self.STATEMENTS.CHECKED, params)
+        except self.DRIVER.Error as exc:
+            raise self._error("cannot write to", exc) from exc
 
     def stream(self, query: str, params: dict[str, Any]) -> Iterator[tuple[Any, ...]]:
         """The rows of a read, one at a time: a big answer is never held whole."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import sys
 from collections.abc import Sequence
 from urllib.parse import quote
 
@@ -57,7 +58,10 @@ CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
 COMMIT;
 """
 # Columns added since the first release: a database made before gets them when opened.
-ADDED_COLUMNS = {"items": (("etag", "TEXT"), ("last_modified", "TEXT"))}
+ADDED_COLUMNS = {
+    "items": (("etag", "TEXT"), ("last_modified", "TEXT")),
+    "failures": (("schema_digest", "TEXT"),),
+}
 
 UPSERT_ITEM = """
 INSERT INTO items (id, data, url, status, fetched_at, etag, last_modified)
@@ -88,13 +92,13 @@ ON CONFLICT (listing, id) DO UPDATE SET
 
 # Only where the id has no items row: a transient failure never replaces stored data.
 UPSERT_FAILURE = """
-INSERT INTO failures (id, state, reason, data, url, status, fetched_at, attempts)
-SELECT :id, :state, :reason, :data, :url, :status, :fetched_at, :attempts
+INSERT INTO failures (id, state, reason, data, url, status, fetched_at, attempts, schema_digest)
+SELECT :id, :state, :reason, :data, :url, :status, :fetched_at, :attempts, :schema_digest
 WHERE NOT EXISTS (SELECT 1 FROM items WHERE id = :id)
 ON CONFLICT (id) DO UPDATE SET
     state = excluded.state, reason = excluded.reason, data = excluded.data,
     url = excluded.url, status = excluded.status, fetched_at = excluded.fetched_at,
-    attempts = failures.attempts + excluded.attempts
+    attempts = failures.attempts + excluded.attempts, schema_digest = excluded.schema_digest
 """
 
 STATES_OF = """
@@ -117,16 +121,25 @@ SELECT place, id, stale_before FROM listed
 WHERE listing = :listing AND place > :after ORDER BY place LIMIT :limit
 """
 
+# Invalid for a schema (not for U+0000, which no schema changes), another than this one.
+KEPT_INVALID = """
+SELECT id, data, url, status, fetched_at FROM failures
+WHERE state = 'invalid' AND reason LIKE 'schema:%' AND id > :after
+    AND (schema_digest IS NULL OR schema_digest <> :schema)
+ORDER BY id LIMIT :limit
+"""
+
+CHECKED = """
+UPDATE failures SET reason = :reason, schema_digest = :schema WHERE id = :id AND state = 'invalid'
+"""
+
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('items', 'failures')"
 
 
 class SQLiteStore(SqlStore):
     """Items and failures in one SQLite file; `path` is absolute, `url` already masked."""
 
-    STATES_OF = STATES_OF
-    VALIDATORS_OF = VALIDATORS_OF
-    LISTING_OF = LISTING_OF
-    LISTED_AFTER = LISTED_AFTER
+    STATEMENTS = sys.modules[__name__]  # its lookups, above
     DRIVER = sqlite3
     # Binding a value of a type SQLite cannot store is an InterfaceError.
     MORE_REFUSALS = (sqlite3.InterfaceError,)

@@ -207,6 +207,8 @@ def conditional(n: int, changed: int, rate: str, full: bool) -> None:
               f"{len(different)}, exactly the changed ids: {different == ids}")  # fmt: skip
         print(f"  refresh span {span(record):.2f} s (wall {wall:.1f} s); a full refresh at "
               f"{rate}: ideal {paced:.1f} s -> {100 * span(record) / paced:.1f}%")  # fmt: skip
+        summary = [line for line in done.stderr.splitlines() if "Summary (" in line]
+        print(f"  the crawl's summary: {summary[-1].split('Summary ', 1)[1] if summary else '—'}")
         if full:
             mark = len(record)
             crawl(api.url_template, db, *refresh, RATELIMIT_RATE=rate)

@@ -14,6 +14,7 @@ import argparse
 import math
 import os
 import platform
+import re
 import shlex
 import subprocess
 import sys
@@ -155,7 +156,10 @@ COLUMNS = (
     "wall s",
     "CPU s",
     "peak RSS MB",
+    "summary share",
 )
+# The share of the limit the client's own summary states (ingest only).
+SUMMARY_SHARE = re.compile(r"= ([0-9.]+)% of (?:\d+ keys x )?the \S+ limit")
 
 
 def timeout_for(ideal: float) -> float:
@@ -174,6 +178,7 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
             started = launch(client, api.url_template, ids, case.configured, Path(workdir))
             result, logs = run(started, timeout_for(ideal)), [started.log]
         record = api.requests()
+        share = summary_share(logs)
         if result.returncode and not result.timed_out:
             for log in logs:
                 tail = log.read_text(errors="replace")[-2000:]
@@ -200,7 +205,19 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
         f"{result.wall:.1f}",
         f"{result.cpu:.2f}",
         f"{result.peak_rss_mb:.0f}",
+        share,
     ]
+
+
+def summary_share(logs: list[Path]) -> str:
+    """The largest share of the limit the clients' summaries state; — without one."""
+    shares = [
+        float(found.group(1))
+        for log in logs
+        if log.exists()
+        for found in SUMMARY_SHARE.finditer(log.read_text(errors="replace"))
+    ]
+    return f"{max(shares):.1f}%" if shares else "—"
 
 
 def run_workers(
@@ -349,6 +366,9 @@ def report(
         "system seconds of the client process (from `wait4`). **peak RSS**: its VmHWM, sampled "
         "every 50 ms (`ru_maxrss` would not do: at exec, Linux folds the launching process's "
         "own peak into it).",
+        "- **summary share**: the share of the limit that ingest's own summary states (the "
+        "largest of several workers'): requests the server accepted and counted, per second, "
+        "from the first or from when the limit it measures against was inferred.",
         "- A case with several workers (`-N-workers`, ingest only) starts N `scrapy crawl api` "
         "processes of one job at once (`DISTRIBUTED=1`: one queue and one rate-limit bucket "
         "in a redis-server of its own) storing into one PostgreSQL database of its own: "

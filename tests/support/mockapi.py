@@ -29,7 +29,7 @@ _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 class MockAPI:
     """`python -m mockapi --port 0 *args`, running until `stop()`."""
 
-    def __init__(self, *args: str, timeout: float = 10.0) -> None:
+    def __init__(self, *args: str, timeout: float = 60.0) -> None:
         self.args = args
         # A file, not a pipe: an access log nobody reads must not fill a pipe and stall the
         # server. It lives as long as this object and is closed by stop().

@@ -56,6 +56,8 @@ def parse_rate_setting(value: Any, name: str = "RATELIMIT_RATE") -> RateSetting:
     known = [item for item in items if str(item).strip().lower() != AUTO]
     if len(known) == len(items):
         return RateSetting(parse_rates(value, name), auto=False)
+    if len(items) - len(known) > 1:
+        raise ConfigError(f"{name} names auto once at most, got {value!r}")
     return RateSetting(parse_rates(known, name, shown=value) if known else (), auto=True)
 
 
