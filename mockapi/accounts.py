@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from mockapi.calls import fingerprint
+from mockapi.dialects import Quota
 from mockapi.limits import Clock, Limit, RateLimiter, ceil_seconds, hit_all
 from mockapi.settings import Settings
 
@@ -32,6 +33,10 @@ class Account:
     def reject(self, now: float) -> None:
         self.limiter.reject(now)
         self.shared.reject(now)
+
+    def quota(self, now: float, wait: float | None = None) -> Quota:
+        """This token's own quota, every limit of it, as a dialect is told it."""
+        return Quota(tuple(self.limiter.quotas(now)), wait)
 
     def quota_headers(self, now: float, style: str, reset_format: str) -> dict[str, str]:
         """This token's own quota, in `style` headers; the shared cap is never announced."""

@@ -46,11 +46,15 @@ class Call:
 
 @dataclass
 class Answer:
+    """What a request gets; `wait` is set on a refusal for the quota: the seconds until a request
+    would be allowed, for a --dialect to say."""
+
     status: int
     reason: str
     body: bytes
     content_type: str | None = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    wait: float | None = None
 
 
 # What a proxy in front of an API may answer instead of JSON.

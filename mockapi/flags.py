@@ -9,6 +9,7 @@ from dataclasses import fields
 from typing import Any
 
 from mockapi.calls import fingerprint
+from mockapi.dialects import NAMES as DIALECTS
 from mockapi.limits import ALGORITHMS, Limit, parse_limits
 from mockapi.settings import (
     PAGINATIONS,
@@ -124,7 +125,22 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         # A fingerprint, never the token: error messages end up in logs.
         named = ", ".join(sorted(map(fingerprint, unknown)))
         p.error(f"--token-limit names a token that no --token or --tokens gives: {named}")
+    if clash := _said_by_dialect(args):
+        p.error(f"{clash} cannot be used with --dialect {args.dialect}: the dialect says that")
     return args
+
+
+def _said_by_dialect(args: argparse.Namespace) -> str | None:
+    """The first flag given that the --dialect decides instead (GitHub lets two through)."""
+    github, retry_after = args.dialect == "github", args.retry_after
+    clashes = {
+        "--headers": args.headers != "none",
+        "--reset-format": args.reset_format != "delta",
+        "--retry-after-value": args.retry_after_value is not None,
+        "--retry-after": retry_after != "seconds" and (retry_after, github) != ("none", True),
+        "--limit-status": args.limit_status is not None and not github,
+    }
+    return next((flag for flag, clash in clashes.items() if clash and args.dialect != "none"), None)
 
 
 def _quota_flags(group: argparse._ArgumentGroup) -> None:
@@ -139,7 +155,7 @@ def _quota_flags(group: argparse._ArgumentGroup) -> None:
     )
     add("--algorithm", choices=ALGORITHMS, default="fixed")
     add("--burst", type=_number(int, 1), default=1, help="token bucket capacity (default: 1)")
-    add("--limit-status", type=int, choices=(429, 403), default=429)
+    add("--limit-status", type=int, choices=(429, 403), help="default: 429; --dialect github: 403")
     add("--retry-after", choices=("seconds", "http-date", "none"), default="seconds")
     add(
         "--retry-after-value",
@@ -150,6 +166,13 @@ def _quota_flags(group: argparse._ArgumentGroup) -> None:
         "say 5), whatever the quota's own (not with --retry-after none)",
     )
     add("--headers", choices=("none", "x-ratelimit", "ietf", "both"), default="none")
+    add(
+        "--dialect",
+        choices=("none", *DIALECTS),
+        default="none",
+        help="answer as this provider documents it (docs/dialects.md), instead of the flags "
+        "above and --reset-format; github takes --limit-status and --retry-after none",
+    )
     add("--reset-format", choices=("delta", "epoch"), default="delta", help="X-RateLimit-Reset")
     add(
         "--enforce-retry-after",
@@ -273,4 +296,5 @@ def settings_from(args: argparse.Namespace) -> Settings:
     values = {key: value for key, value in vars(args).items() if key in names}
     values["tokens"] = list(dict.fromkeys(args.tokens or []))
     values["token_limits"] = dict(args.token_limits or [])
+    values["limit_status"] = args.limit_status or (403 if args.dialect == "github" else 429)
     return Settings(**values)

@@ -54,6 +54,11 @@ class Window:
     def __init__(self, limit: Limit) -> None:
         self.limit = limit
 
+    @property
+    def capacity(self) -> int:
+        """The most `remaining` can be: the limit's count (a bucket: its burst)."""
+        return self.limit.count
+
     def wait(self, now: float) -> float:
         """Seconds until a request would be allowed (0: now)."""
         return 0.0 if self.remaining(now) > 0 else self.reset_in(now)
@@ -127,6 +132,10 @@ class RefillingBucket(Window):
         super().__init__(limit)
         self.burst, self.tokens, self.last = burst, float(burst), -math.inf
 
+    @property
+    def capacity(self) -> int:
+        return self.burst
+
     def _refill(self, now: float) -> None:
         elapsed = max(0.0, now - self.last)
         self.tokens = min(float(self.burst), self.tokens + elapsed * self.limit.rate)
@@ -154,6 +163,7 @@ class QuotaView:
     limit: Limit
     remaining: int
     reset_in: float
+    capacity: int
 
 
 class RateLimiter:
@@ -192,11 +202,16 @@ class RateLimiter:
         """Count an arrival refused for another reason (only a sliding log remembers it)."""
         self.record(self.clock() if now is None else now, allowed=False)
 
+    def quotas(self, now: float | None = None) -> list[QuotaView]:
+        """Every limit as quota headers announce it, in the order given."""
+        now = self.clock() if now is None else now
+        return [
+            QuotaView(w.limit, w.remaining(now), w.reset_in(now), w.capacity) for w in self.windows
+        ]
+
     def quota(self, now: float | None = None) -> QuotaView | None:
         """The most restrictive limit: least remaining, then lowest rate."""
-        now = self.clock() if now is None else now
-        quotas = [QuotaView(w.limit, w.remaining(now), w.reset_in(now)) for w in self.windows]
-        return min(quotas, key=lambda q: (q.remaining, q.limit.rate), default=None)
+        return min(self.quotas(now), key=lambda q: (q.remaining, q.limit.rate), default=None)
 
 
 def hit_all(limiters: Sequence[RateLimiter], now: float) -> float:

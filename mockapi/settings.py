@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from mockapi.calls import fingerprint
+from mockapi.dialects import NAMES as DIALECTS
 from mockapi.limits import Limit, parse_limits
 
 PAGINATIONS = ("page", "offset", "cursor", "link", "next")
@@ -80,6 +81,7 @@ class Settings:
     retry_after: str = "seconds"
     retry_after_value: int | None = None
     headers: str = "none"
+    dialect: str = "none"
     reset_format: str = "delta"
     enforce_retry_after: bool = True
     not_found: IdSet = field(default_factory=IdSet)
@@ -108,6 +110,8 @@ class Settings:
     count_304: bool = True
 
     def __post_init__(self) -> None:
+        if self.dialect not in ("none", *DIALECTS):
+            raise ValueError(f"dialect must be none or one of {DIALECTS}, got {self.dialect!r}")
         if self.pagination not in PAGINATIONS:
             raise ValueError(f"pagination must be one of {PAGINATIONS}, got {self.pagination!r}")
         if unknown := set(self.token_limits) - set(self.tokens):

@@ -14,6 +14,7 @@ from mockapi.accounts import Account, Accounts
 from mockapi.calls import Answer, Call, bearer, error_body, fingerprint, format_http_date
 from mockapi.catalog import Catalog
 from mockapi.content import Content, served
+from mockapi.dialects import make as make_dialect
 from mockapi.limits import Clock, ceil_seconds
 from mockapi.settings import Settings
 
@@ -54,6 +55,8 @@ class MockState:
     def __init__(self, settings: Settings, clock: Clock = time.time) -> None:
         s = settings
         self.settings, self.clock = settings, clock
+        retry_after = s.retry_after != "none"
+        self.dialect = make_dialect(s.dialect, status=s.limit_status, retry_after=retry_after)
         self.accounts = Accounts(settings, clock)
         listed = functools.partial(served, settings)
         self.catalog = Catalog(s.catalog, s.change_rate, s.seed, clock(), listed)
@@ -78,8 +81,7 @@ class MockState:
         # Set here so that it agrees with the clock behind Retry-After dates.
         answer.headers["Date"] = format_http_date(math.floor(now))
         if account is not None:
-            s = self.settings
-            answer.headers.update(account.quota_headers(now, s.headers, s.reset_format))
+            self._announce(account, answer, now)
         self.record.append(
             {
                 "t": now,
@@ -132,8 +134,26 @@ class MockState:
             return answer
         return None
 
+    def _announce(self, account: Account, answer: Answer, now: float) -> None:
+        """The token's own quota in --headers, or as --dialect says it (and its refusals)."""
+        s = self.settings
+        if self.dialect is None:
+            answer.headers.update(account.quota_headers(now, s.headers, s.reset_format))
+            return
+        said = self.dialect(account.quota(now, answer.wait), now)
+        answer.headers.update(said.headers)
+        if answer.wait is None:
+            return
+        answer.status = said.status or answer.status
+        if said.body is not None:
+            answer.body, answer.content_type = said.body, "application/json"
+        if said.wait is not None and s.enforce_retry_after:
+            account.blocked_until = max(account.blocked_until, now + said.wait)
+
     def _limited(self, account: Account, reason: str, wait: float, now: float) -> Answer:
         s = self.settings
+        if self.dialect is not None:  # said in _announce, once the quota is known
+            return Answer(s.limit_status, reason, error_body("rate limit exceeded"), wait=wait)
         answer = Answer(s.limit_status, reason, error_body("rate limit exceeded"))
         if s.retry_after == "none":
             return answer
