@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,7 @@ from ingest.config.preflight import (
 )
 from ingest.config.values import ConfigError, parse_flag
 from ingest.job import log_level, log_target
-from ingest.stopping.endings import EXIT_UNREACHABLE, EXIT_USAGE, exit_code
+from ingest.stopping.endings import EXIT_STOPPED, EXIT_UNREACHABLE, EXIT_USAGE, exit_code
 
 if TYPE_CHECKING:
     import argparse
@@ -42,7 +43,15 @@ class Command(ScrapyCrawl):
         # every response would build two records ("Crawled", "Scraped from") for nothing.
         assert self.settings is not None
         logging.getLogger("scrapy").setLevel(log_level(self.settings))
-        super().run(args, opts)
+        try:
+            super().run(args, opts)
+        except KeyboardInterrupt:
+            # A Ctrl-C after the reactor gave SIGINT back to Python: a forced stop.
+            self.exitcode = EXIT_STOPPED
+            return
+        finally:
+            # The crawl is over: a Ctrl-C now would only cut its exit short.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
         crawler = getattr(self, "crawler", None)
         if self.exitcode != 0 or crawler is None:
             return
