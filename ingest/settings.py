@@ -37,8 +37,9 @@ API_ITEM_ID = "id"  # the field of each item naming its id, compared as text
 # them, one per line (# comments). Not together with API_TOKEN. [env INGEST_API_TOKENS]
 API_TOKENS = os.environ.get("INGEST_API_TOKENS") or None
 API_TOKENS_FILE = None
-# JSON Schema every payload must satisfy; the default fits the bundled mock API.
-ITEM_SCHEMA = str(Path(__file__).resolve().parent / "schemas" / "item.schema.json")
+# JSON Schema every payload must satisfy; by default any JSON object does (name your API's
+# own to check its items' shape: the demo and tests name the bundled mock API's).
+ITEM_SCHEMA = str(Path(__file__).resolve().parent / "schemas" / "object.schema.json")
 
 # ---------------------------------------------------------------- rate limit
 RATELIMIT_ENABLED = True

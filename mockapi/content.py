@@ -19,6 +19,9 @@ from mockapi.catalog import SECOND, Catalog, entity_tag
 from mockapi.pages import listing_page
 from mockapi.settings import Settings
 
+# --wrong-id: the id whose item is answered instead, this much further.
+WRONG_ID_OFFSET = 1_000_000
+
 
 class Content:
     """The answers of /items/{id}, /items?ids= and POST /items/batch, and /items listings."""
@@ -54,6 +57,12 @@ class Content:
         if item_id in s.not_json:
             return Answer(200, "not_json", NOT_JSON_BODY, content_type="text/html")
         valid = item_id not in s.invalid
+        if item_id in s.wrong_id:
+            other = str(int(item_id) + WRONG_ID_OFFSET) if item_id.isdecimal() else f"{item_id}-x"
+            payload = self.catalog.payload(other, s.payload_bytes, valid)
+            return Answer(200, "wrong_id", payload)
+        if s.shape == "sku":
+            return Answer(200, "ok", json_object(sku=f"A{item_id}", title=f"Item {item_id}"))
         payload = self.catalog.payload(item_id, s.payload_bytes, valid)
         answer = Answer(200, "ok" if valid else "invalid", payload)
         answer.headers.update(self._validators(item_id, payload))

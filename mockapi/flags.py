@@ -88,6 +88,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add = content.add_argument
     for name in ("not-found", "gone", "invalid", "not-json"):
         add(f"--{name}", type=_arg(IdSet), default=IdSet(), metavar="IDS", help="e.g. 5,17-20")
+    add(
+        "--wrong-id",
+        type=_arg(IdSet),
+        default=IdSet(),
+        metavar="IDS",
+        help="answer /items/{id} for these ids with the item of another id (id + 1000000), "
+        "as a misrouted proxy or a cache keyed wrong would",
+    )
+    add(
+        "--shape",
+        choices=("mock", "sku"),
+        default="mock",
+        help='sku: every item is {"sku": "A<id>", "title": …}, no field of the bundled schema '
+        "(default: mock)",
+    )
     add("--payload-bytes", type=_number(int, 0), default=300, metavar="N")
     add(
         "--count-304",

@@ -87,6 +87,8 @@ class Settings:
     not_found: IdSet = field(default_factory=IdSet)
     gone: IdSet = field(default_factory=IdSet)
     invalid: IdSet = field(default_factory=IdSet)
+    wrong_id: IdSet = field(default_factory=IdSet)  # answered with another id's item
+    shape: str = "mock"  # or "sku": items {"sku", "title"}, shaped as no schema here knows
     not_json: IdSet = field(default_factory=IdSet)
     error_rate: float = 0.0
     error_statuses: tuple[int, ...] = (500, 503)

@@ -329,3 +329,33 @@ def test_invalid_ids_that_pass_a_changed_schema_are_stored_without_a_request(
         done.stderr
     )
     assert stat(done.stderr, "validation/revalidated_stored") == 60
+
+
+def test_without_item_schema_any_json_object_is_stored(mockapi, tmp_path: Path) -> None:
+    api = mockapi("--limit", "none", "--shape", "sku")  # {"sku": "A1", "title": "Item 1"}
+    db = sqlite_url(tmp_path)
+    done = crawl(api.url_template, db, "-a", "ids=1-20", RATELIMIT_RATE="6000/60", ITEM_SCHEMA=None)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 20
+    assert json.loads(query(db, "SELECT data FROM items WHERE id = '1'")[0][0]) == {
+        "sku": "A1",
+        "title": "Item 1",
+    }
+
+
+def test_an_answer_for_another_id_is_invalid_naming_both(mockapi, tmp_path: Path) -> None:
+    api = mockapi("--limit", "none", "--wrong-id", "7,57")  # one id in 50
+    db = sqlite_url(tmp_path)
+    done = crawl(api.url_template, db, "-a", "ids=1-100", RATELIMIT_RATE="6000/60")
+    assert done.returncode == 0, done.stderr[-3000:]
+    states = terminal_states(db)
+    assert {id_ for id_, state in states.items() if state == "invalid"} == {"7", "57"}
+    assert len(states) == 100 and stat(done.stderr, "items/id_mismatch") == 2
+    reason = failures(db)["7"][1]
+    assert (
+        reason
+        == "the answer is the item of id '1000007', not of the id asked, '7' (at API_ITEM_ID 'id')"
+    )
+    # No row holds another id's item.
+    stored = query(db, "SELECT id, json_extract(data, '$.id') FROM items")
+    assert all(str(named) == id_ for id_, named in stored) and len(stored) == 98

@@ -26,7 +26,6 @@ from scrapy.exceptions import DropItem
 from scrapy.statscollectors import MemoryStatsCollector
 from scrapy.utils.test import get_crawler
 
-from ingest import settings
 from ingest.config.values import load_schema
 from ingest.items import FAILED, INVALID, STORED, Outcome
 from ingest.pipelines import StoragePipeline, ValidationPipeline
@@ -35,6 +34,7 @@ from ingest.stopping.waiting import Waiter
 from ingest.storage import StorageRefused, StorageUnavailable, open_store
 from ingest.storage.sqlite import SQLiteStore
 from tests.support.crawl import (
+    MOCK_SCHEMA,
     REPO_ROOT,
     crawl,
     crawl_command,
@@ -328,7 +328,7 @@ def payload(**fields: object) -> str:
 )
 def test_a_payload_holding_u0000_is_invalid(data: str, state: str) -> None:
     collector = stats()
-    pipeline = ValidationPipeline(load_schema(settings.ITEM_SCHEMA), collector)
+    pipeline = ValidationPipeline(load_schema(MOCK_SCHEMA), collector)
     item = pipeline.process_item(fetched("1", data))
     assert item.state == state
     if state == INVALID:
@@ -342,9 +342,7 @@ def test_a_payload_holding_u0000_is_invalid(data: str, state: str) -> None:
 
 def test_an_invalid_u0000_payload_is_kept_in_postgresql(postgres_url: str) -> None:
     data = payload(name="a\x00b")
-    item = ValidationPipeline(load_schema(settings.ITEM_SCHEMA), stats()).process_item(
-        fetched("1", data)
-    )
+    item = ValidationPipeline(load_schema(MOCK_SCHEMA), stats()).process_item(fetched("1", data))
     pipeline = StoragePipeline(open_store(postgres_url), stats())
 
     async def scenario() -> None:

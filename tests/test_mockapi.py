@@ -30,7 +30,7 @@ from tests.support.mockapi import (
 from tests.support.mockapi import fetch as get
 
 StartMock = Callable[..., MockAPI]
-SCHEMA_PATH = REPO_ROOT / "ingest" / "schemas" / "item.schema.json"
+SCHEMA_PATH = REPO_ROOT / "mockapi" / "item.schema.json"
 
 
 def allowed_at(limiter: RateLimiter, clock: FakeClock, times: Iterable[float]) -> list[bool]:

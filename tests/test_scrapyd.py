@@ -90,7 +90,7 @@ def test_deployed_egg_crawls_with_settings_or_with_the_environment(
         names = zipped.namelist()
         entry_points = zipped.read("EGG-INFO/entry_points.txt").decode()
     assert {"ingest/settings.py", "ingest/spiders/api.py"} <= set(names)
-    assert "ingest/schemas/item.schema.json" in names
+    assert "ingest/schemas/object.schema.json" in names
     assert not [name for name in names if name.startswith("tests/")]
     assert "settings = ingest.settings" in entry_points
     assert server.call(f"listspiders.json?project={PROJECT}")["spiders"] == ["api", "list"]

@@ -67,7 +67,7 @@ def test_the_egg_holds_the_product_only(tmp_path: Path) -> None:
     assert built.returncode == 0, built.stderr
     names = zipfile.ZipFile(tmp_path / "ingest.egg").namelist()
     assert "ingest/ratelimit/backends/bucket.lua" in names
-    assert "ingest/schemas/item.schema.json" in names
+    assert "ingest/schemas/object.schema.json" in names
     assert not [name for name in names if name.startswith(("mockapi", "tests"))]
 
 

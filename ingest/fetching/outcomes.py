@@ -9,7 +9,7 @@ from scrapy.utils.response import response_status_message
 
 from ingest.fetching import answers
 from ingest.fetching.requests import ID, ids_of
-from ingest.items import FAILED, NOT_FOUND, STORED, UNCHANGED, Outcome
+from ingest.items import FAILED, INVALID, NOT_FOUND, STORED, UNCHANGED, Outcome
 
 if TYPE_CHECKING:
     from scrapy.http import Response
@@ -18,8 +18,10 @@ if TYPE_CHECKING:
 GONE = frozenset({404, 410})
 
 
-def outcome_of(response: Response, now: float) -> Outcome:
-    """The outcome of the id a single request asked for, from its answer."""
+def outcome_of(response: Response, now: float, id_field: str) -> Outcome:
+    """The outcome of the id a single request asked for, from its answer: ``invalid`` when
+    the item at ``id_field`` (API_ITEM_ID) names another id (compared as text, as a batch's
+    items are); when the answer has no such field, nothing is said of it."""
     outcome = Outcome(response.meta[ID], FAILED, response.url, response.status, fetched_at=now)
     if response.status in GONE:
         outcome.state, outcome.reason = NOT_FOUND, response_status_message(response.status)
@@ -34,6 +36,13 @@ def outcome_of(response: Response, now: float) -> Outcome:
         else:
             outcome.state = STORED
             outcome.etag, outcome.last_modified = answers.validators_of(response)
+            named = answers.id_of(outcome.payload, id_field)
+            if named is not None and named != outcome.id:
+                outcome.state = INVALID
+                outcome.reason = (
+                    f"the answer is the item of id {named!r}, not of the id asked, "
+                    f"{outcome.id!r} (at API_ITEM_ID {id_field!r})"
+                )
     else:
         outcome.reason = answers.refusal(response)
     return outcome

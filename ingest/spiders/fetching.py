@@ -19,6 +19,7 @@ from ingest.batch.spec import IDS, batch_size
 from ingest.fetching.answers import NoItems, describe
 from ingest.fetching.outcomes import failed_outcomes, outcome_of
 from ingest.fetching.requests import IdRequests
+from ingest.items import INVALID
 from ingest.job import Job
 from ingest.run import Run
 from ingest.stopping.endings import BAD_SETTING, end_crawl
@@ -87,7 +88,10 @@ class IdFetching(Spider):
             logger.info("Batches of %d ids from now on: the API refused larger ones", size)
 
     def parse(self, response: Response) -> Iterator[Outcome]:
-        yield outcome_of(response, self.clock())
+        outcome = outcome_of(response, self.clock(), self.job.item_id)
+        if outcome.state == INVALID:  # the answer names another id
+            self.crawler.stats.inc_value("items/id_mismatch")
+        yield outcome
 
     def parse_batch(self, response: Response) -> Iterator[Outcome | JsonRequest]:
         """One outcome per id asked for; a batch refused as too big is asked for in halves."""

@@ -12,22 +12,30 @@ from typing import Any
 import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# The bundled mock API's schema: what the tests' crawls validate against, named explicitly
+# (the default, any JSON object, fits a stranger's API).
+MOCK_SCHEMA = str(REPO_ROOT / "mockapi" / "item.schema.json")
 
 
 def crawl_command(api_url: str, database_url: str, *args: str, **settings: Any) -> list[str]:
     """``scrapy crawl api`` with ``args`` (``-a ids=…``) and ``-s NAME=VALUE`` settings."""
     command = [sys.executable, "-m", "scrapy", "crawl", "api", *args]
-    merged = {"API_URL": api_url, "DATABASE_URL": database_url, **settings}
+    merged = {
+        "API_URL": api_url, "DATABASE_URL": database_url, "ITEM_SCHEMA": MOCK_SCHEMA, **settings
+    }  # fmt: skip
     for name, value in merged.items():
-        command += ["-s", f"{name}={value}"]
+        if value is not None:  # None: the project's default
+            command += ["-s", f"{name}={value}"]
     return command
 
 
 def list_command(url: str, database_url: str, *args: str, **settings: Any) -> list[str]:
     """``scrapy crawl list -a url=URL`` with ``args`` (``-a pagination=…``) and settings."""
     command = [sys.executable, "-m", "scrapy", "crawl", "list", "-a", f"url={url}", *args]
-    for name, value in {"DATABASE_URL": database_url, **settings}.items():
-        command += ["-s", f"{name}={value}"]
+    merged = {"DATABASE_URL": database_url, "ITEM_SCHEMA": MOCK_SCHEMA, **settings}
+    for name, value in merged.items():
+        if value is not None:  # None: the project's default
+            command += ["-s", f"{name}={value}"]
     return command
 
 
