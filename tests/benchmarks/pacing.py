@@ -426,6 +426,11 @@ def report(
         "fresh mock API process (`python -m mockapi`). Every figure except the outcome "
         "and the last four columns comes from the server's record of the requests it received.",
         "",
+        "- **server**: whose record judges the row: `mock`, the mock API's own limiter; "
+        "`nginx` (`limit_req`) or `haproxy` (a stick table's `http_req_rate`), a real "
+        "limiter started by the benchmark in front of a mock API with no limit of its own, "
+        "configured as its documentation describes (tests/benchmarks/fronts.py), its "
+        "access log the record.",
         "- **span**: first request to last, as the server saw them.",
         "- **ideal** = (n - 1) x period / count for the server's real limit; with several "
         "limits, the largest of these, i.e. the span of n requests evenly spaced at the "
