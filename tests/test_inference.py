@@ -395,3 +395,32 @@ def test_two_429s_at_the_configured_rate_never_lower_it_much(first: int, second:
             b.pause(1.0)
         else:
             succeeded(b)
+
+
+def ramp_sends(count: int) -> list[float]:
+    """``count`` send times of a ramp from 1/s, its pace doubled every half second from
+    the second send on (reaching 10/s in 2.5 s, as auto's does)."""
+    sends, t = [EPOCH], EPOCH + 1.0
+    while len(sends) < count:
+        sends.append(t)
+        t += 1 / 2 ** (1 + math.floor((t - EPOCH - 1.0) / 0.5))
+    return sends
+
+
+@pytest.mark.parametrize("extra", [1, 3, 4])
+def test_a_ramp_429_read_a_few_sends_high_is_read_as_the_round_limit(extra: int) -> None:
+    # A proxy's limit of 100 per 10 s (Retry-After: 5): the server took 100 and refused
+    # the next; ``extra`` of ours that left before the refused one reached it after (a
+    # network's jitter, a busy host), their answers still on the way.
+    sends = ramp_sends(100 + extra + 1)
+    at = sends[-1]
+    found = infer(sends, {at}, at, 5.0, ramp=True)
+    assert found is not None and (found.limit, found.period) == (100, 10.0)
+
+
+def test_a_ramp_429_well_above_a_round_limit_keeps_its_count() -> None:
+    # 44 ahead of the refusal: 4 sends above 40 are more than a few at that count.
+    sends = ramp_sends(45)
+    at = sends[-1]
+    found = infer(sends, {at}, at, 7.0, ramp=True)
+    assert found is not None and (found.limit, found.period) == (44, 10.0)

@@ -4,8 +4,9 @@
 
 Each run sends 600 ids (300 for twice-the-limit) one at a time through a
 :class:`TokenBucket` (auto or configured) against :class:`mockapi.limits.RateLimiter`
-with 2 ms of latency and 0.3 ms of jitter, 16 requests booked or in flight at a
-time, as the middleware would: a 429 is
+with 2 ms of latency and up to 0.3 ms of jitter on the way there (the ``-far`` cases:
+40 ms and 30 ms, so that requests sent close together arrive in another order), 16
+requests booked or in flight at a time, as the middleware would: a 429 is
 ``limited`` (the inference), then ``pause``\\ d for its Retry-After; an answer is
 ``succeeded``. Seconds instead of minutes a run, to tune the ramp and the inference
 before measuring end to end with ``python -m tests.benchmarks.pacing``. Prints per
@@ -43,8 +44,12 @@ DISCOVERY: dict[str, dict[str, Any]] = {
         "token": {"algorithm": "token", "burst": 1},
     }.items()
 }
+# A network between: 40 ms there and back, the way there up to 30 ms longer, so that
+# requests sent close together reach the server in another order.
+FAR = {"latency": 0.04, "jitter": 0.03}
 CASES: dict[str, dict[str, Any]] = {
     **DISCOVERY,
+    **{f"{name}-far": {**how, **FAR} for name, how in DISCOVERY.items()},
     "auto-fixed": {"server": "100/10", "algorithm": "fixed"},
     "auto-sliding": {"server": "100/10", "algorithm": "sliding"},
     "auto-token-burst5": {"server": "100/10", "algorithm": "token", "burst": 5},

@@ -29,7 +29,14 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from ingest.ratelimit.learning import fitting
-from ingest.ratelimit.learning.windows import KINDS, ROUND, Inference, Record, hypothesis, refuses
+from ingest.ratelimit.learning.windows import (
+    KINDS,
+    ROUND,
+    Inference,
+    Record,
+    hypothesis,
+    refuses,
+)
 
 # Candidate window lengths, seconds. Limits are quoted per second, minute and hour, but
 # also per 2, 5, 10, 15 or 30 seconds, 2, 5, 10 or 15 minutes: a length that is not a
@@ -54,6 +61,11 @@ AGREEING = 0.8
 # believed even when it is much slower; of near hypotheses, a round one is preferred.
 # ... when at least 1/FRESH as many sends went before its window as in it.
 FRESH = 10
+# At a ramp's 429 the count ahead of the refused send may be a few high: requests that
+# left just before it can reach the server just after it (a network's jitter, a busy
+# host), their answers still on the way. A limit at most this share above a round one is
+# read as the round one.
+ROUNDED = 0.04
 # Against a configured pace, a window reaching back before the first send is believed
 # when its limit is at least this share of the pace (or the Retry-After names its wait).
 ALMOST = 0.8
@@ -124,7 +136,7 @@ def infer(
     if not survivors:
         return None
     survivors, confirmed = _explaining_earlier(survivors, record, rejected, refused, at=at)
-    if ramp and (told := _told(survivors, seen[0], retry_after)):
+    if ramp and (told := _told(survivors, record, retry_after)):
         h, w = told
         return replace(h, wait=w, confirmed=confirmed)
     if periods and not (
@@ -191,26 +203,42 @@ def _configured(
 
 
 def _told(
-    survivors: list[tuple[Inference, float]], first: float, retry_after: float | None
+    survivors: list[tuple[Inference, float]], record: Record, retry_after: float | None
 ) -> tuple[Inference, float] | None:
     """Of the hypotheses that agree with a Retry-After of more than a second: a round
-    limit first, then a window that held every send since the ``first`` (nothing before
-    it hides a part of its count), then the one whose wait is the one said, then the
-    fastest. None if none agrees."""
+    limit first (when none is, each read a little lower if that makes it round, the
+    least lowered first: ROUNDED), then a window that held every send since the first
+    (nothing before it hides a part of its count), then the one whose wait is the one
+    said, then the fastest. None if none agrees."""
     if retry_after is None or retry_after <= TOLERANCE:
         return None
-    told = [(h, w) for h, w in survivors if abs(whole(w) - retry_after) <= TOLERANCE]
+    told = [(h, w, 0) for h, w in survivors if abs(whole(w) - retry_after) <= TOLERANCE]
+    if not any(h.round for h, _, _ in told):
+        told = [_rounded(h, w) for h, w, _ in told]
     if not told:
         return None
-    return max(
+    first = record.seen[0]
+    h, w, _ = max(
         told,
-        key=lambda hw: (
-            hw[0].round,
-            hw[0].start <= first,
-            whole(hw[1]) == retry_after,
-            hw[0].per_second,
+        key=lambda hwl: (
+            hwl[0].round,
+            -hwl[2],
+            hwl[0].start <= first,
+            whole(hwl[1]) == retry_after,
+            hwl[0].per_second,
         ),
     )
+    return h, w
+
+
+def _rounded(h: Inference, w: float) -> tuple[Inference, float, int]:
+    """``h`` read as the round limit just under it if that is within ROUNDED, with the
+    wait it named (the sends it counted that the server did not are the last ones: they
+    reached it after the refusal), and by how much it was lowered."""
+    less = h.limit % ROUND
+    if h.kind == "token" or h.limit - less < 1 or less > ROUNDED * (h.limit - less):
+        return h, w, 0
+    return replace(h, limit=h.limit - less), w, less
 
 
 def _preferred(h: Inference) -> tuple[bool, bool, float, bool, float]:
