@@ -207,9 +207,9 @@ def _told(
 ) -> tuple[Inference, float] | None:
     """Of the hypotheses that agree with a Retry-After of more than a second: a round
     limit first (when none is, each read a little lower if that makes it round, the
-    least lowered first: ROUNDED), then a window that held every send since the first
-    (nothing before it hides a part of its count), then the one whose wait is the one
-    said, then the fastest. None if none agrees."""
+    least lowered first, then one whose wait is the one said: ROUNDED), then a window
+    that held every send since the first (nothing before it hides a part of its count),
+    then the one whose wait is the one said, then the fastest. None if none agrees."""
     if retry_after is None or retry_after <= TOLERANCE:
         return None
     told = [(h, w, 0) for h, w in survivors if abs(whole(w) - retry_after) <= TOLERANCE]
@@ -223,6 +223,7 @@ def _told(
         key=lambda hwl: (
             hwl[0].round,
             -hwl[2],
+            hwl[2] > 0 and whole(hwl[1]) == retry_after,
             hwl[0].start <= first,
             whole(hwl[1]) == retry_after,
             hwl[0].per_second,
