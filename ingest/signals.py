@@ -16,3 +16,7 @@ limit_inferred = object()
 # The API said a quota of an hour or more (bucket=, quota=, a Quota; at=, epoch seconds):
 # kept in the database, for ingest-plan and the next run.
 quota_heard = object()
+# An allowance of RATELIMIT_RATE is spent (bucket=, rate=, its text; until=, epoch seconds
+# when the next request may go): the crawl stops; kept in the database, so that the same
+# command run earlier says so before any request.
+allowance_spent = object()

@@ -21,7 +21,7 @@ from ingest.ratelimit.headers import Quota, binding
 from ingest.ratelimit.learning import lessons
 from ingest.ratelimit.pacing.bucket import TokenBucket
 from ingest.ratelimit.pacing.rates import Rate
-from ingest.signals import limit_inferred, quota_heard
+from ingest.signals import allowance_spent, limit_inferred, quota_heard
 from ingest.stopping.endings import PAUSED, end_crawl
 
 if TYPE_CHECKING:
@@ -112,16 +112,34 @@ class Pauses:
         """True, and the crawl stopping, when ``seconds`` is more than RATELIMIT_MAX_PAUSE."""
         if seconds <= self.max_pause:
             return False
-        if not self.stopping:
-            self.stopping = True
-            resume_at = datetime.fromtimestamp(self.clock() + seconds, tz=UTC)
-            self.stats.set_value("ratelimit/resume_after", resume_at.isoformat(timespec="seconds"))
-            logger.warning(
-                "%s asks to wait %.0fs (%s), more than RATELIMIT_MAX_PAUSE=%gs: stopping. "
-                "Run the same command again after %s to continue.",
-                key, seconds, why, self.max_pause, resume_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            )  # fmt: skip
-            end_crawl(self.crawler, PAUSED)
+        self._stop(seconds, "%s asks to wait %.0fs (%s)", key, seconds, why)
+        return True
+
+    def spent(self, key: str, seconds: float, rate: str) -> None:
+        """The allowance of ``rate`` (RATELIMIT_RATE's) is spent: the next request may go in
+        ``seconds``, more than RATELIMIT_MAX_PAUSE. The crawl stops, says when it may go on,
+        and tells it (``allowance_spent``) for the database."""
+        what = "%s: the allowance of RATELIMIT_RATE's %s is spent, the next request may go in %.0fs"
+        if self._stop(seconds, what, self.names.get(key, key), rate, seconds):
+            until = self.clock() + seconds
+            self.crawler.signals.send_catch_log(
+                signal=allowance_spent, bucket=key, rate=rate, until=until
+            )
+
+    def _stop(self, seconds: float, what: str, *args: object) -> bool:
+        """Stop the crawl (once), saying when to run the same command again."""
+        if self.stopping:
+            return False
+        self.stopping = True
+        # Said to the second, rounded up: never a time when it is still too early.
+        resume_at = datetime.fromtimestamp(math.ceil(self.clock() + seconds), tz=UTC)
+        self.stats.set_value("ratelimit/resume_after", resume_at.isoformat(timespec="seconds"))
+        logger.warning(
+            f"{what}, more than RATELIMIT_MAX_PAUSE=%gs: stopping. "
+            "Run the same command again after %s to continue.",
+            *args, self.max_pause, resume_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )  # fmt: skip
+        end_crawl(self.crawler, PAUSED)
         return True
 
 

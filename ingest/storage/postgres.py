@@ -67,6 +67,17 @@ CREATE TABLE IF NOT EXISTS listed (
     PRIMARY KEY (listing, id)
 );
 CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
+CREATE TABLE IF NOT EXISTS quotas (
+    bucket text NOT NULL,
+    name text NOT NULL,
+    source text NOT NULL CHECK (source IN ('server', 'configured')),
+    quota_limit bigint,
+    period double precision,
+    remaining bigint,
+    reset_at double precision,
+    seen_at double precision NOT NULL,
+    PRIMARY KEY (bucket, name)
+);
 """
 
 # Sent with executemany() inside one pipeline per batch (one round trip): measured faster than
@@ -147,6 +158,22 @@ CHECKED = """
 UPDATE failures SET reason = %(reason)s, schema_digest = %(schema)s
 WHERE id = %(id)s AND state = 'invalid'
 """
+
+UPSERT_QUOTA = """
+INSERT INTO quotas (bucket, name, source, quota_limit, period, remaining, reset_at, seen_at)
+VALUES (%(bucket)s, %(name)s, %(source)s, %(limit)s, %(period)s, %(remaining)s, %(reset_at)s,
+    %(seen_at)s)
+ON CONFLICT (bucket, name) DO UPDATE SET
+    source = excluded.source, quota_limit = excluded.quota_limit, period = excluded.period,
+    remaining = excluded.remaining, reset_at = excluded.reset_at, seen_at = excluded.seen_at
+"""
+
+QUOTAS_OF = """
+SELECT bucket, name, source, quota_limit, period, remaining, reset_at, seen_at FROM quotas
+WHERE bucket = %(api)s OR bucket LIKE %(keyed)s ORDER BY bucket, name
+"""
+
+HAS_QUOTAS = "SELECT 1 WHERE to_regclass('quotas') IS NOT NULL"
 
 TABLES = "SELECT to_regclass('items') IS NOT NULL AND to_regclass('failures') IS NOT NULL"
 
