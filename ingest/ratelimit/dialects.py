@@ -211,9 +211,18 @@ def discord(headers: HeaderSource, unreadable: list[str], quotas: list[Quota]) -
     return [route, *quotas[1:]]
 
 
-PROVIDERS: tuple[Callable[[HeaderSource, list[str]], list[Quota]], ...] = (
-    shopify, openai, azure, hubspot, salesforce, zendesk,
-)  # fmt: skip
+# Each provider's reader, and how its headers' names begin (lower case): it is read only
+# when an answer has one of them.
+PROVIDERS: tuple[tuple[str, Callable[[HeaderSource, list[str]], list[Quota]]], ...] = (
+    ("x-shopify-shop-api-call-limit", shopify),
+    ("x-ratelimit-limit-", openai),
+    ("x-ratelimit-remaining-", openai),
+    ("x-ratelimit-reset-", openai),
+    ("x-ms-ratelimit-remaining-", azure),
+    ("x-hubspot-ratelimit-", hubspot),
+    ("sforce-limit-info", salesforce),
+    ("zendesk-ratelimit-", zendesk),
+)
 
 
 # ------------------------------------------------------------------ refusals
@@ -287,9 +296,18 @@ def hear(status: int, headers: HeaderSource, body: bytes = b"", *, now: float) -
     limit: at least a minute.
     """
     unreadable: list[str] = []
-    quotas = discord(headers, unreadable, standard_quotas(headers, now=now, unreadable=unreadable))
-    for provider in PROVIDERS:
-        quotas += provider(headers, unreadable)
+    present = [
+        (raw.decode("latin-1") if isinstance(raw, bytes) else raw).lower()
+        for raw in getattr(headers, "keys", list)()
+    ]
+    quotas = standard_quotas(headers, now=now, unreadable=unreadable)
+    if "x-ratelimit-reset-after" in present:
+        quotas = discord(headers, unreadable, quotas)
+    read: set[Callable[[HeaderSource, list[str]], list[Quota]]] = set()
+    for prefix, provider in PROVIDERS:
+        if provider not in read and any(name.startswith(prefix) for name in present):
+            read.add(provider)
+            quotas += provider(headers, unreadable)
     document = body_of(status, body)
     wait, why = named_wait(headers, document, now=now, unreadable=unreadable)
     message = _message(document).lower()
