@@ -5,8 +5,11 @@
 1. ``scrapy ingest-plan -a ids=1-40000 -s RATELIMIT_RATE=100/60,15000/86400``, timed
    ``--runs`` times from the command's start to its exit (a SQLite database with the
    tables and nothing done): the requests, the days, each day's allowance end, and the wall time.
-2. ``scrapy crawl api -a ids=1-400 -s RATELIMIT_RATE=100/60,300/600`` (a short stand-in
-   for a day) against the mock API enforcing the same (sliding windows): the exit code,
+2. ``scrapy crawl api -a ids=1-400 -s RATELIMIT_RATE=100/60,300/600 -s
+   RATELIMIT_MAX_PAUSE=300`` (a short stand-in for a day: its allowance of 300, spent in
+   3 minutes, frees 7 minutes later, longer than the pause allowed, as a day's 21 hours
+   are longer than the default 15 minutes) against the mock API enforcing the same
+   (sliding windows): the exit code,
    the requests sent, the time it says it may go on; then the same command run at that
    time: its exit code, the requests it sent, ids requested twice, ids stored. About 11
    minutes.
@@ -30,6 +33,7 @@ from tests.support.mockapi import MockAPI, ids_requested_more_than_once, statuse
 
 PLAN_RATE = "100/60,15000/86400"
 DAILY_RATE = "100/60,300/600"
+DAILY_MAX_PAUSE = 300
 RESUME = re.compile(r"Run the same command again after (\S+ \S+) UTC")
 
 
@@ -75,12 +79,18 @@ def daily_crawl() -> None:
         MockAPI("--limit", DAILY_RATE, "--algorithm", "sliding") as api,
     ):
         db = f"sqlite:///{workdir}/ingest.db"
-        settings = {"RATELIMIT_RATE": DAILY_RATE, "PROGRESS_INTERVAL": 0}
+        settings = {
+            "RATELIMIT_RATE": DAILY_RATE, "RATELIMIT_MAX_PAUSE": DAILY_MAX_PAUSE,
+            "PROGRESS_INTERVAL": 0,
+        }  # fmt: skip
         began = time.time()
         first = crawl(api.url_template, db, "-a", "ids=1-400", timeout=900, **settings)
         sent = len(api.requests())
         said = RESUME.search(first.stderr)
-        print(f"$ scrapy crawl api -a ids=1-400 -s RATELIMIT_RATE={DAILY_RATE}")
+        print(
+            f"$ scrapy crawl api -a ids=1-400 -s RATELIMIT_RATE={DAILY_RATE} "
+            f"-s RATELIMIT_MAX_PAUSE={DAILY_MAX_PAUSE}"
+        )
         print(f"first run: exit {first.returncode} after {time.time() - began:.0f} s, {sent} sent")
         if said is None:
             print(first.stderr[-3000:])
