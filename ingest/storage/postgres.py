@@ -17,7 +17,7 @@ from ingest.storage.base import (
     failure_row,
     listed_row,
 )
-from ingest.storage.sql import SqlStore
+from ingest.storage.sql import QUOTAS_TABLE, SqlStore
 
 CONNECT_TIMEOUT = 5
 
@@ -29,7 +29,8 @@ LZ4_SUPPORTED = """
 SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'
 """
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS items (
     id text PRIMARY KEY,
     data jsonb{compression} NOT NULL,
@@ -67,18 +68,9 @@ CREATE TABLE IF NOT EXISTS listed (
     PRIMARY KEY (listing, id)
 );
 CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
-CREATE TABLE IF NOT EXISTS quotas (
-    bucket text NOT NULL,
-    name text NOT NULL,
-    source text NOT NULL CHECK (source IN ('server', 'configured')),
-    quota_limit bigint,
-    period double precision,
-    remaining bigint,
-    reset_at double precision,
-    seen_at double precision NOT NULL,
-    PRIMARY KEY (bucket, name)
-);
 """
+    + QUOTAS_TABLE
+)
 
 # Sent with executemany() inside one pipeline per batch (one round trip): measured faster than
 # COPY into a temporary table then INSERT ... SELECT ... ON CONFLICT, and than multi-row VALUES

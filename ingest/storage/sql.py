@@ -20,6 +20,21 @@ from ingest.storage.base import (
     plan_write,
 )
 
+# The table of long quotas, in types both SQLite (by affinity) and PostgreSQL take as theirs.
+QUOTAS_TABLE = """
+CREATE TABLE IF NOT EXISTS quotas (
+    bucket text NOT NULL,
+    name text NOT NULL,
+    source text NOT NULL CHECK (source IN ('server', 'configured')),
+    quota_limit bigint,
+    period double precision,
+    remaining bigint,
+    reset_at double precision,
+    seen_at double precision NOT NULL,
+    PRIMARY KEY (bucket, name)
+);
+"""
+
 COUNTS = """
 SELECT 'stored', count(*) FROM items
 UNION ALL

@@ -16,10 +16,11 @@ from ingest.storage.base import (
     failure_row,
     listed_row,
 )
-from ingest.storage.sql import SqlStore
+from ingest.storage.sql import QUOTAS_TABLE, SqlStore
 
 # "JSON TEXT": declared JSON, with text affinity so that a payload such as '42' stays text.
-SCHEMA = """
+SCHEMA = (
+    """
 BEGIN;
 CREATE TABLE IF NOT EXISTS items (
     id TEXT PRIMARY KEY,
@@ -55,19 +56,12 @@ CREATE TABLE IF NOT EXISTS listed (
     PRIMARY KEY (listing, id)
 );
 CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
-CREATE TABLE IF NOT EXISTS quotas (
-    bucket TEXT NOT NULL,
-    name TEXT NOT NULL,
-    source TEXT NOT NULL CHECK (source IN ('server', 'configured')),
-    quota_limit INTEGER,
-    period REAL,
-    remaining INTEGER,
-    reset_at REAL,
-    seen_at REAL NOT NULL,
-    PRIMARY KEY (bucket, name)
-);
+"""
+    + QUOTAS_TABLE
+    + """
 COMMIT;
 """
+)
 # Columns added since the first release: a database made before gets them when opened.
 ADDED_COLUMNS = {
     "items": (("etag", "TEXT"), ("last_modified", "TEXT")),
