@@ -15,6 +15,11 @@ from tests.support.mockapi import statuses
 # Enough ids to spend each limit several times over; Shopify's bucket holds 400.
 IDS = {"shopify": 450}
 DEFAULT_IDS = 150
+# A refusal that names no wait, or a whole second, while nothing else says the limit: the
+# first one is taken for timing noise against the rate configured (a window reaching back
+# before the first send holds every send, and explains any 429); the second, on the same
+# limit's schedule, confirms it.
+LONE_REFUSAL = 1
 
 
 @pytest.mark.parametrize("dialect", list(CASES))
@@ -25,7 +30,8 @@ def test_the_pace_follows_what_the_headers_say(mockapi, tmp_path: Path, dialect:
     done = crawl(api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE=case.configured)
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
-    assert statuses(record)[case.status] <= case.refusals_allowed, statuses(record)
+    allowed = case.refusals_allowed + (LONE_REFUSAL if dialect == "salesforce" else 0)
+    assert statuses(record)[case.status] <= allowed, statuses(record)
     assert set(statuses(record)) <= {200, case.status}
     states = terminal_states(db)
     assert len(states) == n and set(states.values()) == {"stored"}
@@ -35,7 +41,7 @@ def test_the_pace_follows_what_the_headers_say(mockapi, tmp_path: Path, dialect:
     assert "ratelimit/header_unreadable" not in done.stderr
 
 
-def test_a_github_secondary_limit_costs_one_refusal(mockapi, tmp_path: Path) -> None:
+def test_a_github_secondary_limit_costs_two_refusals_at_most(mockapi, tmp_path: Path) -> None:
     # The primary limit announced and far off; a secondary one said only by its 429.
     api = mockapi(
         "--dialect", "github", "--limit", "5000/3600,20/1", "--algorithm", "sliding",
@@ -45,7 +51,7 @@ def test_a_github_secondary_limit_costs_one_refusal(mockapi, tmp_path: Path) -> 
     done = crawl(api.url_template, db, "-a", "ids=1-100", RATELIMIT_RATE="40/1")
     assert done.returncode == 0, done.stderr[-3000:]
     record = api.requests()
-    assert statuses(record)[429] <= 1 and statuses(record)[200] == 100
+    assert statuses(record)[429] <= 1 + LONE_REFUSAL and statuses(record)[200] == 100
     assert "(429 Unknown Status, Retry-After)" in done.stderr
 
 
@@ -59,5 +65,5 @@ def test_a_salesforce_403_is_a_refusal_for_the_rate_not_of_the_token(
     db = f"sqlite:///{tmp_path / 'ingest.db'}"
     done = crawl(api.url_template, db, "-a", "ids=1-60", RATELIMIT_RATE="40/1", API_TOKEN="secret")
     assert done.returncode == 0, done.stderr[-3000:]
-    assert statuses(api.requests())[403] <= 1
+    assert statuses(api.requests())[403] <= 1 + LONE_REFUSAL
     assert set(terminal_states(db).values()) == {"stored"}

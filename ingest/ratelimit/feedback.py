@@ -208,7 +208,10 @@ class Feedback:
         backoff that doubles with each refusal in a row."""
         if key in self.pauses.key_stats:
             self.stats.inc_value(f"{self.pauses.key_stats[key]}/429")
-        lesson = await self.learn(key, sent_at, status, said.wait)
+        # A limit said with no window (Atlassian's X-RateLimit-Limit) names the count a
+        # refusal's window holds.
+        announced = frozenset(q.limit for q in said.quotas if q.of_requests and q.limit)
+        lesson = await self.learn(key, sent_at, status, said.wait, announced)
         wait, why = said.wait, said.why
         resets = [q.reset for q in said.quotas if q.exhausted and q.reset]
         if wait is not None and lesson.hold > wait:
@@ -311,11 +314,18 @@ class Feedback:
     # -------------------------------------------------------------- telling
 
     async def learn(
-        self, key: str, sent_at: float, status: int, retry_after: float | None
+        self,
+        key: str,
+        sent_at: float,
+        status: int,
+        retry_after: float | None,
+        announced: frozenset[int] = frozenset(),
     ) -> lessons.Lesson:
         """Hands the refusal of the request sent at ``sent_at`` to the bucket; one log line
         each time the inferred limit changes, saying from what."""
-        lesson = await self.backend.run(key, lessons.limited, sent_at, retry_after, self.clock())
+        lesson = await self.backend.run(
+            key, lessons.limited, sent_at, retry_after, self.clock(), announced
+        )
         if not lesson.unexpected:
             return lesson
         self.stats.inc_value("ratelimit/429_unexpected")
