@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,18 +16,14 @@ from ingest.planning.schedule import Allowance, allowance_of, schedule, span
 from ingest.ratelimit.pacing.rates import Rate
 from ingest.storage import open_store
 from ingest.storage.base import CONFIGURED, SERVER, KeptQuota
-from tests.support.crawl import REPO_ROOT, environment
+from tests.support.crawl import scrapy_command
 
 DAY = 86_400.0
 MOCK = "http://127.0.0.1:8700"  # the default API_URL's origin
 
 
 def plan(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scrapy", "ingest-plan", "-s", f"DATABASE_URL={database_url}",
-         *args],
-        cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+    return scrapy_command("ingest-plan", database_url, *args)
 
 
 def epoch(text: str) -> float:
