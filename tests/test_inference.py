@@ -432,3 +432,18 @@ def test_a_limit_the_server_announced_names_the_count_a_refusal_shows() -> None:
     clock = FakeClock(EPOCH + 0.3)
     b, sent = _twice_too_fast(clock)
     assert limited(b, sent, 1.0, epoch=clock.now, announced={5000}).inferred is None
+
+
+def test_a_second_refusal_on_the_same_limits_schedule_confirms_it() -> None:
+    # Salesforce's 403 names no wait: the first, at twice the limit, is taken for noise;
+    # the second, after a second's backoff, is explained by the limit that refused the
+    # first too, although its window holds the pause.
+    server = Server("20/1", "sliding")
+    options = {"periods": {1.0}, "pace": 40.0}
+    first, _ = server.pace(40, EPOCH + 0.3)
+    assert server.infer(first, None, **options) is None
+    resumed = first + 1.0
+    second, _ = server.pace(40 * 0.97, resumed)
+    assert server.infer(second, None, resumed=resumed, **options) is None  # alone: held a pause
+    found = server.infer(second, None, resumed=resumed, refused=[first], **options)
+    assert found is not None and (found.limit, found.period) == (20, 1.0)
