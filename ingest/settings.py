@@ -134,6 +134,7 @@ EXTENSIONS = {
     "ingest.extensions.reconcile.Reconcile": 510,
     "ingest.distributed.worker.Worker": 510,
     "ingest.extensions.gcfreeze.FreezeHeap": 520,
+    "ingest.extensions.quotas.KeptQuotas": 530,
 }
 
 # ---------------------------------------------------------------- JOBDIR

@@ -13,3 +13,10 @@ key_rejected = object()
 # The rate limiter inferred the API's limit from its 429s (rate=, a Rate): what progress and
 # the summary measure against from then on.
 limit_inferred = object()
+# The API said a quota of an hour or more (bucket=, quota=, a Quota; at=, epoch seconds):
+# kept in the database, for ingest-plan and the next run.
+quota_heard = object()
+# An allowance of RATELIMIT_RATE is spent (bucket=, rate=, its text; until=, epoch seconds
+# when the next request may go): the crawl stops; kept in the database, so that the same
+# command run earlier says so before any request.
+allowance_spent = object()

@@ -111,9 +111,11 @@ def test_schema(tmp_path: Path) -> None:
 def test_retry_after_delta_seconds() -> None:
     assert retry_after_seconds("120", now=0) == 120.0
     assert retry_after_seconds(b" 2 ", now=0) == 2.0
+    assert retry_after_seconds("2.0", now=0) == 2.0  # Shopify writes it so
+    assert retry_after_seconds("0.5", now=0) == 0.5
 
 
-@pytest.mark.parametrize("value", [None, "0", "-5", "soon", "1.5", ""])
+@pytest.mark.parametrize("value", [None, "0", "0.0", "-5", "soon", "1.5.2", "1e3", ""])
 def test_retry_after_zero_or_garbage_means_back_off_yourself(value: str | None) -> None:
     assert retry_after_seconds(value, now=1_700_000_000) is None
 

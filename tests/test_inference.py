@@ -424,3 +424,55 @@ def test_a_ramp_429_well_above_a_round_limit_keeps_its_count() -> None:
     at = sends[-1]
     found = infer(sends, {at}, at, 7.0, ramp=True)
     assert found is not None and (found.limit, found.period) == (44, 10.0)
+
+
+def _twice_too_fast(clock: FakeClock) -> tuple[TokenBucket, float]:
+    """40/1 configured against a server taking 20 a second: the 21st send, 0.5 s in, refused."""
+    b = TokenBucket([Rate(40, 1)], clock=clock, rand=lambda: 0.0)
+    for _ in range(21):
+        slot = b.reserve()
+        clock.now = slot.at
+        b.confirm(slot)
+    clock.now += 0.002
+    return b, slot.at
+
+
+def test_a_lone_refusal_naming_a_whole_second_is_taken_for_noise() -> None:
+    clock = FakeClock(EPOCH + 0.3)
+    b, sent = _twice_too_fast(clock)
+    assert limited(b, sent, 1.0, epoch=clock.now).inferred is None
+    assert b.per_minute() == pytest.approx(2400 * 0.97)
+
+
+def test_a_wait_said_to_the_millisecond_names_the_window_it_waits_for() -> None:
+    clock = FakeClock(EPOCH + 0.3)
+    b, sent = _twice_too_fast(clock)
+    wait = 1.0 - (clock.now - b.state.sends[0])  # the window frees its first send then
+    found = limited(b, sent, round(wait, 3), epoch=clock.now).inferred
+    assert found is not None and (found.limit, found.period) == (20, 1.0)
+    assert b.per_minute() == pytest.approx(1200, rel=0.01)
+
+
+def test_a_limit_the_server_announced_names_the_count_a_refusal_shows() -> None:
+    clock = FakeClock(EPOCH + 0.3)
+    b, sent = _twice_too_fast(clock)
+    found = limited(b, sent, 1.0, epoch=clock.now, announced={20}).inferred
+    assert found is not None and (found.limit, found.period) == (20, 1.0)
+    clock = FakeClock(EPOCH + 0.3)
+    b, sent = _twice_too_fast(clock)
+    assert limited(b, sent, 1.0, epoch=clock.now, announced={5000}).inferred is None
+
+
+def test_a_second_refusal_on_the_same_limits_schedule_confirms_it() -> None:
+    # Salesforce's 403 names no wait: the first, at twice the limit, is taken for noise;
+    # the second, after a second's backoff, is explained by the limit that refused the
+    # first too, although its window holds the pause.
+    server = Server("20/1", "sliding")
+    options = {"periods": {1.0}, "pace": 40.0}
+    first, _ = server.pace(40, EPOCH + 0.3)
+    assert server.infer(first, None, **options) is None
+    resumed = first + 1.0
+    second, _ = server.pace(40 * 0.97, resumed)
+    assert server.infer(second, None, resumed=resumed, **options) is None  # alone: held a pause
+    found = server.infer(second, None, resumed=resumed, refused=[first], **options)
+    assert found is not None and (found.limit, found.period) == (20, 1.0)

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Mapping
+from dataclasses import replace
 from email.utils import formatdate
 
 import pytest
 from scrapy.http import Headers
 
-from ingest.ratelimit.headers import Quota, quota_of, rate_limited
+from ingest.ratelimit.headers import Quota, binding, quota_of, rate_limited, standard_quotas
 
 SERVER_NOW = 1_700_000_000
 DATE = formatdate(SERVER_NOW, usegmt=True)
 
 
 def read(fields: Mapping[str, str | bytes | list[str]], now: float = SERVER_NOW) -> Quota | None:
-    return quota_of(Headers(fields), now=now)
+    """The binding quota, without the name of its policy (see the test of names)."""
+    found = quota_of(Headers(fields), now=now)
+    return None if found is None else replace(found, name="")
 
 
 def test_no_rate_limit_headers_mean_no_quota() -> None:
@@ -61,17 +64,31 @@ def test_reset_is_a_delay_or_an_epoch(
     [
         ({"X-RateLimit-Remaining": "lots"}, None),
         ({"X-RateLimit-Remaining": "-1", "X-RateLimit-Reset": "-5"}, None),
-        ({"X-RateLimit-Remaining": "5.0", "X-RateLimit-Limit": "1e3"}, None),
+        ({"X-RateLimit-Remaining": "5.0", "X-RateLimit-Limit": "1e3"}, Quota(remaining=5)),
+        ({"X-RateLimit-Remaining": "5.9", "X-RateLimit-Limit": "9.5"}, Quota(remaining=5)),
         ({"X-RateLimit-Remaining": b"5\xb2"}, None),  # latin-1 superscript two
         ({"X-RateLimit-Reset": "soon", "X-RateLimit-Remaining": "3"}, Quota(remaining=3)),
         ({"X-RateLimit-Limit": "100", "X-RateLimit-Remaining": "?"}, Quota(limit=100)),
         ({"X-RateLimit-Reset": "1" * 16}, None),  # too long to be a number we trust
     ],
 )
-def test_malformed_x_ratelimit_fields_are_ignored(
+def test_malformed_x_ratelimit_fields_are_ignored_and_named(
     fields: dict[str, str | bytes], expected: Quota | None
 ) -> None:
     assert read(fields) == expected
+    unreadable: list[str] = []
+    standard_quotas(Headers(fields), now=SERVER_NOW, unreadable=unreadable)
+    assert unreadable  # each case has a field that cannot be read
+
+
+def test_ietf_quotas_are_each_read_and_named() -> None:
+    fields = {
+        "RateLimit-Policy": '"burst";q=100;w=60, "daily";q=1000;w=86400',
+        "RateLimit": '"burst";r=80;t=20, "daily";r=3;t=5000',
+    }
+    quotas = standard_quotas(Headers(fields), now=SERVER_NOW, unreadable=[])
+    assert quotas == [Quota(80, 20.0, 100, 60.0, "burst"), Quota(3, 5000.0, 1000, 86400.0, "daily")]
+    assert binding(quotas) == quotas[1]
 
 
 def test_ietf_policy_and_state() -> None:

@@ -15,6 +15,7 @@ from ingest.ratelimit.pacing.bucket import (
     TokenBucket,
 )
 from ingest.ratelimit.pacing.rates import Rate
+from ingest.ratelimit.pacing.state import BucketState
 from tests.support.clock import FakeClock
 
 
@@ -223,6 +224,21 @@ def test_a_budget_counts_the_sends_the_server_had_not_seen() -> None:
     b.budget(remaining=3, reset=20.0, sent_at=sent)
     # 3 left, 1 already spent: two more now, the next after the reset.
     assert [round(d, 6) for d in delays(b, 3)] == [0.5, 1.5, 20.0]
+
+
+def test_a_state_stored_by_an_earlier_version_still_loads() -> None:
+    # As kept in Redis by a version without some of today's fields (climbing, refusals,
+    # rejected): each missing one takes its default.
+    text = (
+        '{"epoch":3,"scale":1.0,"ceiling":1.0,"changed":-Infinity,"limited_at":-Infinity,'
+        '"paused_until":-Infinity,"pause_began":-Infinity,"budget_until":1010.0,"budget_left":2,'
+        '"tat":1000.5,"last_sent":1000.0,"announced":[100,60.0],"retired_at":-Infinity,'
+        '"sends":[999.0,1000.0],"pace":0.0,"ramped":-Infinity,"inferred":[],"rejections":0,'
+        '"probed":-Infinity}'
+    )
+    state = BucketState.loads(text)
+    assert (state.budget_left, state.climbing, state.announced) == (2, 0.0, (100, 60.0))
+    assert BucketState.loads(state.dumps()) == state
 
 
 def test_unexpected_429s_lower_the_pace_and_it_climbs_back() -> None:

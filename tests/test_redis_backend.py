@@ -533,3 +533,19 @@ def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
 def test_a_url_that_is_not_redis_is_a_bad_setting() -> None:
     with pytest.raises(ConfigError, match=r"REDIS_URL .* got 'http://u:\*\*\*@host/0'"):
         RedisBackend.from_url("http://u:pw@host/0", [Rate(1, 1)])
+
+
+def test_an_allowance_spent_holds_every_worker_and_books_nothing(redis_url: str) -> None:
+    async def scenario() -> None:
+        clock = FakeClock(0.0)
+        rates = [Rate(20, 1.0), Rate(30, 6.0)]
+        async with exact(redis_url, rates, clock=clock, n=2) as [a, b]:
+            for worker in itertools.islice(itertools.cycle([a, b]), 30):
+                assert (await worker.run(API, TokenBucket.reserve, -float("inf"), 2.0)).held == 0
+            clock.now = 1.0
+            held = await b.run(API, TokenBucket.reserve, -float("inf"), 2.0)
+            assert (held.held, held.held_by) == (pytest.approx(5.0, abs=0.05), Rate(30, 6.0))
+            assert await a.run(API, TokenBucket.last_booked) == pytest.approx(0.45, abs=0.01)
+            assert (await a.run(API, TokenBucket.reserve)).at == pytest.approx(6.0, abs=0.05)
+
+    run(scenario)

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 from ingest.items import Outcome
 from ingest.storage import open_store
-from tests.support.crawl import REPO_ROOT, environment
+from tests.support.crawl import scrapy_command
 
 
 def status(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scrapy", "ingest-status", "-s", f"DATABASE_URL={database_url}",
-         *args],
-        cwd=REPO_ROOT, env=environment(), capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    return scrapy_command("ingest-status", database_url, *args, timeout=60)
 
 
 def test_a_missing_database_is_said_and_not_created(tmp_path: Path) -> None:

@@ -110,7 +110,7 @@ def test_connect_creates_the_tables_and_is_idempotent(database_url: str) -> None
             ("items", "jsonb"),
             ("items", "timestamp with time zone"),
         ]
-    assert sorted(t[0] for t in tables) == ["failures", "items", "listed", "listings"]
+    assert sorted(t[0] for t in tables) == ["failures", "items", "listed", "listings", "quotas"]
     assert store.counts()["stored"] == 1
     store.close()
 

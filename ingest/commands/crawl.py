@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import sys
+import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +22,7 @@ from ingest.config.preflight import (
 )
 from ingest.config.values import ConfigError, parse_flag
 from ingest.job import log_level, log_target
+from ingest.planning.kept import read_database, spent_until
 from ingest.stopping.endings import EXIT_STOPPED, EXIT_UNREACHABLE, EXIT_USAGE, exit_code
 
 if TYPE_CHECKING:
@@ -73,16 +77,29 @@ class Command(ScrapyCrawl):
                 job = check_settings(self.settings, api_url=url)
                 if parse_flag("details", opts.spargs.get("details")):
                     check_reachable(job.api_url)  # the details' host
-            else:
-                check_spider_args(opts.spargs)
-                check_settings(self.settings)
+                return
+            check_spider_args(opts.spargs)
+            job = check_settings(self.settings)
+            kept = read_database(job.storing.database_url, None, job.origin)[1]
         except ConfigError as exc:
-            line = f"scrapy crawl {args[0]}: error: {exc}"
-            print(line, file=sys.stderr)
-            # Logging starts only with the crawl: under scrapyd, whose job log is
-            # LOG_FILE, the line would otherwise be in no log of the job.
-            log_file, encoding = log_target(self.settings)
-            if log_file:
-                with Path(log_file).open("a", encoding=encoding) as log:
-                    print(line, file=log)
+            self._say(f"scrapy crawl {args[0]}: error: {exc}")
             sys.exit(EXIT_UNREACHABLE if isinstance(exc, ApiUnreachable) else EXIT_USAGE)
+        spent = spent_until(job, kept, time.time()) if job.pacing.enabled else None
+        if spent is not None:
+            resume_at = datetime.fromtimestamp(math.ceil(spent[1]), tz=UTC)
+            self._say(
+                f"scrapy crawl {args[0]}: the allowance of RATELIMIT_RATE's {spent[0]} was spent "
+                f"by an earlier run; nothing is sent. Run the same command again after "
+                f"{resume_at:%Y-%m-%d %H:%M:%S} UTC to continue."
+            )
+            sys.exit(EXIT_STOPPED)
+
+    def _say(self, line: str) -> None:
+        """One line on stderr, and in the job's log (under scrapyd, LOG_FILE) too: logging
+        starts only with the crawl."""
+        assert self.settings is not None
+        print(line, file=sys.stderr)
+        log_file, encoding = log_target(self.settings)
+        if log_file:
+            with Path(log_file).open("a", encoding=encoding) as log:
+                print(line, file=log)

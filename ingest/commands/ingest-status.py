@@ -6,12 +6,11 @@ import json
 import os
 import sys
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, ClassVar, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from scrapy.commands import ScrapyCommand
-from scrapy.exceptions import UsageError
-from scrapy.utils.conf import arglist_to_dict
 
+from ingest.commands import Reading
 from ingest.config.masking import mask_url
 from ingest.config.values import ConfigError
 from ingest.fetching.ids import IdSource, id_source
@@ -97,23 +96,13 @@ def last_summary(jobdir: str | None) -> dict[str, Any] | None:
     return summary
 
 
-class Command(ScrapyCommand):
-    requires_project = True
-    requires_crawler_process = False
-    default_settings: ClassVar[dict[str, Any]] = {"LOG_ENABLED": False}
-
-    def syntax(self) -> str:
-        return "[-a ids=1-100 | -a ids_file=PATH] [--json | --failed | --pending [FILE]]"
-
-    def short_desc(self) -> str:
-        return "Count ids per terminal state in DATABASE_URL, and list those still pending"
+class Command(Reading, ScrapyCommand):
+    usage = "[-a ids=1-100 | -a ids_file=PATH] [--json | --failed | --pending [FILE]]"
+    ids_help = "the ids to account for, as given to the spider: ids=… or ids_file=…"
+    summary = "Count ids per terminal state in DATABASE_URL, and list those still pending"
 
     def add_options(self, parser: argparse.ArgumentParser) -> None:
         super().add_options(parser)
-        parser.add_argument(
-            "-a", dest="spargs", action="append", default=[], metavar="NAME=VALUE",
-            help="the ids to account for, as given to the spider: ids=… or ids_file=…",
-        )  # fmt: skip
         show = parser.add_mutually_exclusive_group()
         show.add_argument(
             "--json", action="store_true",
@@ -127,13 +116,6 @@ class Command(ScrapyCommand):
             "--pending", nargs="?", const="-", metavar="FILE",
             help="every pending id of -a ids=…/ids_file=…, one a line, to FILE or stdout",
         )  # fmt: skip
-
-    def process_options(self, args: list[str], opts: argparse.Namespace) -> None:
-        super().process_options(args, opts)
-        try:
-            opts.spargs = arglist_to_dict(opts.spargs)
-        except ValueError:
-            raise UsageError("Invalid -a value, use -a NAME=VALUE", print_help=False) from None
 
     def run(self, args: list[str], opts: argparse.Namespace) -> None:
         assert self.settings is not None

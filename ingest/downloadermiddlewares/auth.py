@@ -12,7 +12,7 @@ from scrapy.utils.response import response_status_message
 from ingest.config.keys import KEY_META, Key
 from ingest.fetching.urls import origin
 from ingest.job import Job
-from ingest.ratelimit.headers import quota_of, rate_limited
+from ingest.ratelimit.dialects import hear
 from ingest.signals import key_rejected
 from ingest.stopping.endings import UNAUTHORIZED, end_crawl, every_key_rejected
 from ingest.stopping.waiting import give_back
@@ -122,12 +122,12 @@ class ApiTokenMiddleware:
         request.headers.pop(b"Authorization", None)
 
     def _refuses_token(self, response: Response, fingerprint: str | None) -> bool:
+        """A 401; or a 403, before any answer got through on that key, that is no refusal
+        for the rate (GitHub's, with nothing remaining or a "rate limit" message; one that
+        names a wait; Salesforce's ``REQUEST_LIMIT_EXCEEDED``: see
+        :func:`ingest.ratelimit.dialects.hear`)."""
         if response.status == 401:
             return True
-        if (
-            response.status != 403
-            or fingerprint in self.accepted
-            or b"Retry-After" in response.headers
-        ):
+        if response.status != 403 or fingerprint in self.accepted:
             return False
-        return not rate_limited(403, quota_of(response.headers, now=self.clock()))
+        return not hear(403, response.headers, response.body, now=self.clock()).refused

@@ -16,11 +16,12 @@ from scrapy.utils.response import response_status_message
 
 from ingest.backoff import exponential
 from ingest.config.keys import KEY_META
-from ingest.ratelimit.headers import Quota, quota_of, rate_limited, retry_after_seconds
+from ingest.ratelimit.dialects import Said, hear
+from ingest.ratelimit.headers import Quota, binding
 from ingest.ratelimit.learning import lessons
 from ingest.ratelimit.pacing.bucket import TokenBucket
 from ingest.ratelimit.pacing.rates import Rate
-from ingest.signals import limit_inferred
+from ingest.signals import allowance_spent, limit_inferred, quota_heard
 from ingest.stopping.endings import PAUSED, end_crawl
 
 if TYPE_CHECKING:
@@ -35,8 +36,17 @@ logger = logging.getLogger(__name__)
 
 RETRIES_META = "ratelimit_retries"
 SENT_META = "ratelimit_sent"
-# Quota headers count in whole seconds: a reset this short says too little to act on.
+# Quota headers count in whole seconds: a reset this short says too little to act on,
+# unless it is said to the millisecond. A quota spent until a reset this near is waited
+# out by its budget, quietly; a later one is a pause, told.
 RESET_RESOLUTION = 1.0
+SHORT_WAIT = 2.0
+# A quota of this period or longer (an hour, a day) is no window the bucket keeps: it is
+# followed by what remains of it, and told for the database at most every TELL_EVERY s.
+LONG_PERIOD = 3600.0
+TELL_EVERY = 60.0
+# The statuses of refusals whose body may say more (a wait, a provider's error code).
+REFUSALS = (403, 429)
 # A 429 that names no wait (no Retry-After, no quota's reset): the n-th in a row for a
 # bucket pauses it BACKOFF_BASE * 2**(n-1) seconds, at most BACKOFF_MAX.
 BACKOFF_BASE, BACKOFF_MAX = 1.0, 60.0
@@ -102,29 +112,50 @@ class Pauses:
         """True, and the crawl stopping, when ``seconds`` is more than RATELIMIT_MAX_PAUSE."""
         if seconds <= self.max_pause:
             return False
-        if not self.stopping:
-            self.stopping = True
-            resume_at = datetime.fromtimestamp(self.clock() + seconds, tz=UTC)
-            self.stats.set_value("ratelimit/resume_after", resume_at.isoformat(timespec="seconds"))
-            logger.warning(
-                "%s asks to wait %.0fs (%s), more than RATELIMIT_MAX_PAUSE=%gs: stopping. "
-                "Run the same command again after %s to continue.",
-                key, seconds, why, self.max_pause, resume_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
-            )  # fmt: skip
-            end_crawl(self.crawler, PAUSED)
+        self._stop(seconds, "%s asks to wait %.0fs (%s)", key, seconds, why)
+        return True
+
+    def spent(self, key: str, seconds: float, rate: str) -> None:
+        """The allowance of ``rate`` (RATELIMIT_RATE's) is spent: the next request may go in
+        ``seconds``, more than RATELIMIT_MAX_PAUSE. The crawl stops, says when it may go on,
+        and tells it (``allowance_spent``) for the database."""
+        what = "%s: the allowance of RATELIMIT_RATE's %s is spent, the next request may go in %.0fs"
+        if self._stop(seconds, what, self.names.get(key, key), rate, seconds):
+            until = self.clock() + seconds
+            self.crawler.signals.send_catch_log(
+                signal=allowance_spent, bucket=key, rate=rate, until=until
+            )
+
+    def _stop(self, seconds: float, what: str, *args: object) -> bool:
+        """Stop the crawl (once), saying when to run the same command again."""
+        if self.stopping:
+            return False
+        self.stopping = True
+        # Said to the second, rounded up: never a time when it is still too early.
+        resume_at = datetime.fromtimestamp(math.ceil(self.clock() + seconds), tz=UTC)
+        self.stats.set_value("ratelimit/resume_after", resume_at.isoformat(timespec="seconds"))
+        logger.warning(
+            f"{what}, more than RATELIMIT_MAX_PAUSE=%gs: stopping. "
+            "Run the same command again after %s to continue.",
+            *args, self.max_pause, resume_at.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        )  # fmt: skip
+        end_crawl(self.crawler, PAUSED)
         return True
 
 
 class Feedback:
     """Heeds each answer of the API for the bucket its request was booked in.
 
-    A 429 (or a 403 with nothing remaining) pauses every request on that bucket until
-    the time the server names (``Retry-After``; else the quota's reset; else a backoff
-    that doubles with each 429 in a row), teaches the bucket what it can
-    (:mod:`ingest.ratelimit.learning`), and goes back to the scheduler, to spend a token
-    again when it is sent; after RATELIMIT_RETRY_TIMES of them in a row it is given up.
-    A 503 with ``Retry-After`` pauses too. Quota headers are followed: nothing is spent
-    when nothing is left, and an announced quota is adopted.
+    What an answer says is read by :func:`ingest.ratelimit.dialects.hear`, in the standard
+    forms and the providers' own. A refusal for the rate (a 429; a 403 with nothing
+    remaining, naming a wait or saying so in its body) pauses every request on that bucket
+    until the time the server names (``Retry-After``, ``retry-after-ms``, a body's
+    ``retry_after``; else the quota's reset; else a backoff that doubles with each 429 in a
+    row), teaches the bucket what it can (:mod:`ingest.ratelimit.learning`), and goes back
+    to the scheduler, to spend a token again when it is sent; after RATELIMIT_RETRY_TIMES
+    of them in a row it is given up. A 503 with ``Retry-After`` pauses too. Quota headers
+    are followed: nothing is spent when nothing is left, an announced window is adopted,
+    and a quota of a long period is told for the database.
     """
 
     def __init__(
@@ -143,75 +174,129 @@ class Feedback:
         self.max_retries, self.count_304, self.auto = max_retries, count_304, auto
         self.clock = clock
         self._consecutive_429: dict[str, int] = {}
+        self._told: dict[tuple[str, str], tuple[float, bool]] = {}
+        self._unread: set[str] = set()
 
     async def answered(self, key: str, request: Request, response: Response) -> Request | Response:
         """The answer to ``request``, booked in the bucket ``key``: the answer itself, or the
         request again when it was refused for the rate and goes back to the queue."""
         sent_at = request.meta.get(SENT_META, -math.inf)
-        headers, now = response.headers, self.clock()
-        quota = quota_of(headers, now=now)
-        if quota is not None:
-            await self._follow_quota(key, quota, sent_at)
-        wait = retry_after_seconds(headers.get("Retry-After"), now=now, date=headers.get("Date"))
-        if rate_limited(response.status, quota):
-            await self._refused(key, sent_at, response.status, quota, wait)
+        status, now = response.status, self.clock()
+        said = hear(status, response.headers, response.body if status in REFUSALS else b"", now=now)
+        if said.unreadable:
+            self._unreadable(key, said.unreadable)
+        if said.quotas:
+            await self._follow_quotas(key, said, sent_at)
+        if said.refused:
+            await self._refused(key, sent_at, status, said)
             return self._requeue(request, response)
-        if response.status == 503 and wait is not None:
-            await self.pauses.pause(key, wait, f"{response_status_message(503)}, Retry-After")
-        elif response.status == 304:
+        if status == 503 and said.wait is not None:
+            await self.pauses.pause(key, said.wait, f"{response_status_message(503)}, {said.why}")
+        elif status == 304:
             # Says nothing of the pace the API takes: no lesson. Free, its token comes back.
             if not self.count_304:
                 await self.backend.run(key, TokenBucket.refund, sent_at)
-        elif 200 <= response.status < 400:
+        elif 200 <= status < 400:
             self._consecutive_429.pop(key, None)
             if await self.backend.run(key, lessons.succeeded):
                 await self.pace(key, level=logging.DEBUG)
         return response
 
-    async def _refused(
-        self, key: str, sent_at: float, status: int, quota: Quota | None, wait: float | None
-    ) -> None:
-        """A refusal for the rate: learnt from, then one pause for the bucket."""
+    async def _refused(self, key: str, sent_at: float, status: int, said: Said) -> None:
+        """A refusal for the rate: learnt from, then one pause for the bucket, as long as the
+        answer names (``Retry-After`` and its kin), else until a spent quota's reset, else a
+        backoff that doubles with each refusal in a row."""
         if key in self.pauses.key_stats:
             self.stats.inc_value(f"{self.pauses.key_stats[key]}/429")
-        lesson = await self.learn(key, sent_at, status, wait)
+        # A limit said with no window (Atlassian's X-RateLimit-Limit) names the count a
+        # refusal's window holds.
+        announced = frozenset(q.limit for q in said.quotas if q.of_requests and q.limit)
+        lesson = await self.learn(key, sent_at, status, said.wait, announced)
+        wait, why = said.wait, said.why
+        resets = [q.reset for q in said.quotas if q.exhausted and q.reset]
         if wait is not None and lesson.hold > wait:
             # A proxy's fixed Retry-After, shorter than the window the 429 showed.
-            wait, why = lessons.held(wait, lesson), "Retry-After, and the limit inferred"
-        elif wait is None and quota is not None and quota.exhausted and quota.reset:
-            wait, why = quota.reset, "quota exhausted until its reset"
+            wait, why = lessons.held(wait, lesson), f"{why}, and the limit inferred"
+        elif wait is None and resets:
+            wait, why = max(resets), "quota exhausted until its reset"
         elif wait is None:
             count = self._consecutive_429.get(key, 0) + 1
             self._consecutive_429[key] = count
             wait = exponential(count, base=BACKOFF_BASE, cap=BACKOFF_MAX)
             why = "no Retry-After: backing off"
-        else:
-            why = "Retry-After"
         await self.pauses.pause(key, wait, f"{response_status_message(status)}, {why}")
 
-    async def _follow_quota(self, key: str, quota: Quota, sent_at: float) -> None:
-        if quota.limit and quota.window:
-            rate = Rate(quota.limit, quota.window)
+    async def _follow_quotas(self, key: str, said: Said, sent_at: float) -> None:
+        """Every quota the answer announces: the strictest window of requests adopted as one
+        more rate; the budget of the one closest to exhaustion kept to (nothing spent when
+        nothing is left); any other quota spent (tokens, a day's) waited out; a quota of a
+        long period told, for the database."""
+        quotas = said.quotas
+        windows = [
+            (q, Rate(q.limit, q.window)) for q in quotas if q.of_requests and q.limit and q.window
+        ]
+        short = [rate for _, rate in windows if rate.period < LONG_PERIOD]
+        if short:
+            rate = min(short, key=lambda r: r.per_second)
             if await self.backend.run(key, TokenBucket.adopt, rate):
                 logger.info("%s announces a quota of %s: pacing by it too", key, rate)
                 await self.pace(key, "announced by the server")
-        if quota.remaining is not None:  # as the server last said, for progress and metrics
-            self.stats.set_value("ratelimit/quota_remaining", quota.remaining)
-        if quota.reset is not None:
-            self.stats.set_value("ratelimit/quota_reset_at", round(self.clock() + quota.reset, 3))
-        if quota.remaining is None or quota.reset is None:
-            return
-        if quota.exhausted and quota.reset <= RESET_RESOLUTION:
+        for q, rate in windows:
+            if rate.period >= LONG_PERIOD:
+                self._tell_long(key, q)
+        stated = said.binding
+        if stated is not None and stated.remaining is not None:
+            self.stats.set_value("ratelimit/quota_remaining", stated.remaining)
+        if stated is not None and stated.reset is not None:
+            self.stats.set_value("ratelimit/quota_reset_at", round(self.clock() + stated.reset, 3))
+        if said.refused and said.wait is not None:
+            return  # the wait it names is the word to follow
+        budgeted = binding(q for q in quotas if q.reset is not None)
+        if budgeted is not None:
+            await self._budget(key, budgeted, sent_at)
+        for q in quotas:
+            if q.remaining != 0 or q is budgeted:
+                continue
+            if q.reset is not None and (q.exact or q.reset > RESET_RESOLUTION):
+                await self.pauses.pause(key, q.reset, f"nothing remaining in {_named(q)}")
+            elif q.reset is None and q.of_requests and q.window and q.window >= LONG_PERIOD:
+                # Spent, and its reset not said (a day's, at the account's midnight, or
+                # rolling): it is back within one window at the latest.
+                await self.pauses.pause(key, q.window, f"{_named(q)} spent, its reset not said")
+
+    async def _budget(self, key: str, quota: Quota, sent_at: float) -> None:
+        """Nothing more sent than ``quota`` has left until its reset."""
+        assert quota.remaining is not None and quota.reset is not None
+        if quota.exhausted and quota.reset <= RESET_RESOLUTION and not quota.exact:
             # "None left, back within a second" is all a bucket refilling faster than
             # once a second can say in whole seconds: the pace, not this, decides.
             return
-        if quota.exhausted:
+        if quota.exhausted and quota.reset > SHORT_WAIT:
             await self.pauses.pause(
                 key, quota.reset, "nothing remaining in the quota until its reset"
             )
         else:
             remaining, reset = quota.remaining, quota.reset
             await self.backend.run(key, TokenBucket.budget, remaining, reset, sent_at)
+
+    def _tell_long(self, key: str, quota: Quota) -> None:
+        """A quota of an hour or more, as the server last said it: for ingest-plan and the
+        next run (kept in the database), told at most every TELL_EVERY seconds."""
+        now = self.clock()
+        last = self._told.get((key, quota.name))
+        if last is not None and now - last[0] < TELL_EVERY and last[1] == (quota.remaining == 0):
+            return
+        self._told[(key, quota.name)] = (now, quota.remaining == 0)
+        self.crawler.signals.send_catch_log(signal=quota_heard, bucket=key, quota=quota, at=now)
+
+    def _unreadable(self, key: str, names: tuple[str, ...]) -> None:
+        """Quota headers that cannot be read are ignored: counted, and said once each."""
+        self.stats.inc_value("ratelimit/header_unreadable")
+        for name in names:
+            self.stats.inc_value(f"ratelimit/header_unreadable/{name}")
+            if name not in self._unread:
+                self._unread.add(name)
+                logger.warning("Cannot read the header %s in %s's answers: ignored", name, key)
 
     def _requeue(self, request: Request, response: Response) -> Request | Response:
         retries = request.meta.get(RETRIES_META, 0) + 1
@@ -229,11 +314,18 @@ class Feedback:
     # -------------------------------------------------------------- telling
 
     async def learn(
-        self, key: str, sent_at: float, status: int, retry_after: float | None
+        self,
+        key: str,
+        sent_at: float,
+        status: int,
+        retry_after: float | None,
+        announced: frozenset[int] = frozenset(),
     ) -> lessons.Lesson:
         """Hands the refusal of the request sent at ``sent_at`` to the bucket; one log line
         each time the inferred limit changes, saying from what."""
-        lesson = await self.backend.run(key, lessons.limited, sent_at, retry_after, self.clock())
+        lesson = await self.backend.run(
+            key, lessons.limited, sent_at, retry_after, self.clock(), announced
+        )
         if not lesson.unexpected:
             return lesson
         self.stats.inc_value("ratelimit/429_unexpected")
@@ -274,3 +366,7 @@ class Feedback:
             self.stats.set_value("ratelimit/current_rate", round(pace, 3))
             self.stats.set_value("ratelimit/pace_source", why)
         logger.log(level, "Pace for %s now %.1f/min (%s)", key, pace, why)
+
+
+def _named(quota: Quota) -> str:
+    return f"the {quota.name} quota" if quota.name else "a quota"

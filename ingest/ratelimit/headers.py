@@ -1,14 +1,22 @@
-"""What a server's headers say about its quota and when to come back: pure parsing, no clock."""
+"""What a server's headers say about its quota and when to come back: pure parsing, no clock.
+
+The standard forms are read here (``Retry-After``, the IETF ``RateLimit``/``RateLimit-Policy``
+drafts, ``X-RateLimit-*``); providers' own forms are read by :mod:`ingest.ratelimit.dialects`
+into the same :class:`Quota`.
+"""
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Protocol
+
+# What a quota counts when it counts requests; another unit (tokens, bytes) never paces them.
+REQUESTS = "requests"
 
 
 def parse_http_date(value: str | bytes | None) -> float | None:
@@ -25,10 +33,21 @@ def parse_http_date(value: str | bytes | None) -> float | None:
     return parsed.timestamp()
 
 
+def parse_iso_time(text: str) -> float | None:
+    """An ISO 8601 time with its offset (``2023-11-14T22:14Z``) as epoch seconds, or None."""
+    if not _ISO.fullmatch(text):
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return None
+
+
 def retry_after_seconds(
     value: str | bytes | None, *, now: float, date: str | bytes | None = None
 ) -> float | None:
-    """Seconds to wait from a ``Retry-After`` value: delta-seconds or an HTTP-date.
+    """Seconds to wait from a ``Retry-After`` value: delta-seconds (``2``, or ``2.0`` as some
+    servers write it) or an HTTP-date.
 
     The date form is measured against the response's own ``Date`` header when it
     has one, so a skew between the server's clock and ours does not matter; ``now``
@@ -38,8 +57,8 @@ def retry_after_seconds(
     if value is None:
         return None
     text = (value.decode("latin-1") if isinstance(value, bytes) else value).strip()
-    if text.isdigit():
-        seconds = float(int(text))
+    if _DECIMAL.fullmatch(text):
+        seconds = float(text)
     else:
         when = parse_http_date(text)
         if when is None:
@@ -65,14 +84,16 @@ _MEMBER = re.compile(rf"(?P<item>{_ITEM})(?P<params>(?:{_PARAM.pattern})*)")
 _COMMA = re.compile(r"[ \t]*,[ \t]*")
 _DIGITS = re.compile(r"[0-9]{1,15}")
 _DECIMAL = re.compile(r"[0-9]{1,15}(?:\.[0-9]{1,6})?")
+_ISO = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]{5,15}(?:Z|[+-][0-9]{2}:?[0-9]{2})")
 
 Bare = int | float | str | bytes | bool
 Member = tuple[Bare, dict[str, Bare]]
 Policy = tuple[int, float | None]  # (quota, window seconds)
+POLICY, STATE = "RateLimit-Policy", "RateLimit"
 
 
 class HeaderSource(Protocol):
-    """What ``quota`` reads: ``scrapy.http.Headers`` or anything alike."""
+    """What the readers read: ``scrapy.http.Headers`` or anything alike."""
 
     def get(self, key: str, /) -> bytes | None: ...
     def getlist(self, key: str, /) -> list[bytes]: ...
@@ -80,17 +101,39 @@ class HeaderSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Quota:
-    """The server's word on its quota; a field is None when the server did not say."""
+    """The server's word on one of its quotas; a field is None when the server did not say."""
 
-    remaining: int | None = None  # requests left now (>= 0)
+    remaining: int | None = None  # units left now (>= 0)
     reset: float | None = None  # seconds from the response until capacity frees (>= 0)
-    limit: int | None = None  # requests allowed per window
+    limit: int | None = None  # units allowed per window
     window: float | None = None  # the window in seconds
+    name: str = ""  # which of the server's quotas, when it names them ("daily", "tokens", …)
+    unit: str = REQUESTS  # what it counts: only a quota of requests paces them
+    exact: bool = False  # the reset is said to the millisecond, not in whole seconds
 
     @property
     def exhausted(self) -> bool:
         """Nothing is left, and the server said when that changes."""
         return self.remaining == 0 and self.reset is not None
+
+    @property
+    def of_requests(self) -> bool:
+        return self.unit == REQUESTS
+
+
+def binding(quotas: Iterable[Quota]) -> Quota | None:
+    """The quota of requests that binds: the closest to exhaustion (on a tie, the one that
+    frees up last, then one that says when); without any remaining count, the strictest."""
+    counted = [q for q in quotas if q.of_requests]
+    stated = [q for q in counted if q.remaining is not None]
+    if stated:
+        return min(stated, key=lambda q: (q.remaining, q.reset is None, -(q.reset or 0.0)))
+    windowed = [q for q in counted if q.limit is not None]
+    return min(windowed, key=_strictness, default=counted[0] if counted else None)
+
+
+def _strictness(q: Quota) -> tuple[float, int]:
+    return (q.limit / q.window if q.limit is not None and q.window else math.inf, q.limit or 0)
 
 
 def rate_limited(status: int, q: Quota | None) -> bool:
@@ -104,59 +147,69 @@ def _names_quota(name: str | bytes) -> bool:
 
 
 def quota_of(headers: HeaderSource, *, now: float) -> Quota | None:
-    """The quota a response announces, or None when it announces none usably.
+    """The binding quota a response announces in a standard form, or None when it announces
+    none usably (see :func:`standard_quotas`)."""
+    return binding(standard_quotas(headers, now=now, unreadable=[]))
 
-    Reads the IETF draft's current ``RateLimit``/``RateLimit-Policy`` pair, else its
-    older ``RateLimit-Limit/-Remaining/-Reset``, else ``X-RateLimit-*``. The first
-    form that yields anything wins whole, so numbers from different policies are
-    never mixed; a malformed field counts as absent. Epoch resets are measured
+
+def standard_quotas(headers: HeaderSource, *, now: float, unreadable: list[str]) -> list[Quota]:
+    """The quotas a response announces in a standard form: every policy of the IETF draft's
+    current ``RateLimit``/``RateLimit-Policy`` pair, else its older ``RateLimit-Limit/
+    -Remaining/-Reset``, else ``X-RateLimit-*``. The first form that yields anything wins
+    whole, so numbers from different forms are never mixed; a field that cannot be read
+    counts as absent, and its name is added to ``unreadable``. Epoch resets are measured
     against the response's ``Date`` when it has one, else against ``now``.
     """
     names = getattr(headers, "keys", None)
     if names is not None and not any(_names_quota(name) for name in names()):
-        return None  # the common case, answered before parsing any date
-    date = parse_http_date(headers.get("Date"))
-    reference = date if date is not None else now
+        return []  # the common case, answered before parsing any date
+    reference = reference_time(headers, now)
     for form in (_current_draft, _older_draft, _x_ratelimit):
-        found = form(headers, reference)
-        if found is not None:
+        found = form(headers, reference, unreadable)
+        if found:
             return found
-    return None
+    return []
 
 
-def _current_draft(headers: HeaderSource, reference: float) -> Quota | None:
+def reference_time(headers: HeaderSource, now: float) -> float:
+    """The server's time of the answer: its ``Date`` when it has one, else ``now``."""
+    date = parse_http_date(headers.get("Date"))
+    return date if date is not None else now
+
+
+def _current_draft(headers: HeaderSource, reference: float, unreadable: list[str]) -> list[Quota]:
     policies: dict[str, Policy] = {}
     other_units: set[str] = set()
-    for name, params in _sf_list(headers.getlist("RateLimit-Policy")):
+    for name, params in _sf_list(headers.getlist(POLICY), POLICY, unreadable):
         if not isinstance(name, str):
             continue
-        if params.get("qu", "requests") != "requests":  # a byte quota is no request quota
+        if params.get("qu", REQUESTS) != REQUESTS:  # a byte quota is no request quota
             other_units.add(name)
         elif (q := _count(params.get("q"))) is not None:
             policies[name] = (q, _positive(params.get("w")))
-    states: list[tuple[int, float | None, str]] = []
-    for name, params in _sf_list(headers.getlist("RateLimit")):
+        else:
+            unreadable.append(POLICY)
+    states: list[Quota] = []
+    for name, params in _sf_list(headers.getlist(STATE), STATE, unreadable):
         if isinstance(name, str) and name not in other_units:
             r, t = _count(params.get("r")), _seconds(params.get("t"), reference)
             if r is not None and (t is not None or "t" not in params):
-                states.append((r, t, name))
+                limit, window = policies.get(name, (None, None))
+                states.append(Quota(r, t, limit, window, name=name))
+            else:
+                unreadable.append(STATE)
     if states:
-        # The closest to exhaustion binds; on a tie, the one that frees up last.
-        r, t, name = min(states, key=lambda s: (s[0], s[1] is None, -(s[1] or 0.0)))
-        limit, window = policies.get(name, (None, None))
-        return Quota(remaining=r, reset=t, limit=limit, window=window)
-    if policies:
-        limit, window = _strictest(policies.values())
-        return Quota(limit=limit, window=window)
-    return None
+        return states
+    return [Quota(limit=q, window=w, name=name) for name, (q, w) in policies.items()]
 
 
-def _older_draft(headers: HeaderSource, reference: float) -> Quota | None:
+def _older_draft(headers: HeaderSource, reference: float, unreadable: list[str]) -> list[Quota]:
     # Before RateLimit-Policy existed, -Limit listed the policies after the current limit.
-    limits = _sf_list(headers.getlist("RateLimit-Limit"))
+    limits = _sf_list(headers.getlist("RateLimit-Limit"), "RateLimit-Limit", unreadable)
+    given = _sf_list(headers.getlist("RateLimit-Policy"), "RateLimit-Policy", unreadable)
     policies = [
         (q, _positive(params.get("w")))
-        for item, params in _sf_list(headers.getlist("RateLimit-Policy")) + limits[1:]
+        for item, params in given + limits[1:]
         if (q := _count(item)) is not None
     ]
     limit = _count(limits[0][0]) if limits else None
@@ -164,25 +217,52 @@ def _older_draft(headers: HeaderSource, reference: float) -> Quota | None:
     if limit is not None and window is None:
         window = next((w for q, w in policies if q == limit and w is not None), None)
     if limit is None and policies:
-        limit, window = _strictest(policies)
-    remaining = _count(_sf_item(headers.getlist("RateLimit-Remaining")))
-    reset = _seconds(_sf_item(headers.getlist("RateLimit-Reset")), reference)
+        limit, window = min(policies, key=lambda p: (p[0] / p[1] if p[1] else math.inf, p[0]))
+    remaining = _count(_sf_item(headers, "RateLimit-Remaining", unreadable, _count))
+    reset = _seconds(_sf_item(headers, "RateLimit-Reset", unreadable, _number), reference)
     found = Quota(remaining=remaining, reset=reset, limit=limit, window=window)
-    return None if found == Quota() else found
+    return [] if found == Quota() else [found]
 
 
-def _x_ratelimit(headers: HeaderSource, reference: float) -> Quota | None:
-    def field(suffix: str) -> str | None:
-        raw = headers.get(f"X-RateLimit-{suffix}") or headers.get(f"X-Rate-Limit-{suffix}")
-        return raw.decode("ascii", "replace").strip() if raw is not None else None
+def _x_ratelimit(headers: HeaderSource, reference: float, unreadable: list[str]) -> list[Quota]:
+    """``X-RateLimit-*`` (or ``X-Rate-Limit-*``): a reset as delta seconds, epoch seconds or
+    milliseconds, or an ISO 8601 time (Atlassian); a remaining count written as a decimal
+    (Reddit's ``596.0``) taken whole, rounded down; the limit, when not said, as the used
+    and remaining counts together (Reddit)."""
 
-    limit, remaining, reset = field("Limit"), field("Remaining"), field("Reset")
-    found = Quota(
-        remaining=int(remaining) if remaining and _DIGITS.fullmatch(remaining) else None,
-        reset=_seconds(float(reset), reference) if reset and _DECIMAL.fullmatch(reset) else None,
-        limit=int(limit) if limit and _DIGITS.fullmatch(limit) else None,
+    def field(suffix: str) -> tuple[str, str] | None:
+        for prefix in ("X-RateLimit-", "X-Rate-Limit-"):
+            raw = headers.get(prefix + suffix)
+            if raw is not None:
+                return prefix + suffix, raw.decode("ascii", "replace").strip()
+        return None
+
+    def read(suffix: str, pattern: re.Pattern[str]) -> str | None:
+        found = field(suffix)
+        if found is None:
+            return None
+        if pattern.fullmatch(found[1]):
+            return found[1]
+        if suffix != "Reset" or parse_iso_time(found[1]) is None:
+            unreadable.append(found[0])
+        return None
+
+    limit, remaining, used = (
+        read("Limit", _DIGITS),
+        read("Remaining", _DECIMAL),
+        read("Used", _DIGITS),
     )
-    return None if found == Quota() else found
+    reset_text, reset = read("Reset", _DECIMAL), None
+    if reset_text is not None:
+        reset = _seconds(float(reset_text), reference)
+    elif (iso := field("Reset")) is not None and (when := parse_iso_time(iso[1])) is not None:
+        reset = max(0.0, when - reference)
+    left = math.floor(float(remaining)) if remaining is not None else None
+    total = int(limit) if limit is not None else None
+    if total is None and left is not None and used is not None:
+        total = left + int(used)
+    found = Quota(remaining=left, reset=reset, limit=total)
+    return [] if found == Quota() else [found]
 
 
 def _seconds(value: Bare | None, reference: float) -> float | None:
@@ -209,18 +289,29 @@ def _positive(value: Bare | None) -> float | None:
     return number if (number := _number(value)) is not None and number > 0 else None
 
 
-def _strictest(policies: Iterable[Policy]) -> Policy:
-    """The policy allowing the lowest rate; one without a window ranks after, by quota."""
-    return min(policies, key=lambda p: (p[0] / p[1] if p[1] else math.inf, p[0]))
+def _sf_item(
+    headers: HeaderSource, name: str, unreadable: list[str], kind: Callable[[Bare], object]
+) -> Bare | None:
+    """The one item of a header, when it is one of the ``kind`` wanted (else None, and
+    the header's name added to ``unreadable``)."""
+    members = _sf_list(headers.getlist(name), name, unreadable)
+    if len(members) == 1 and kind(members[0][0]) is not None:
+        return members[0][0]
+    if members:
+        unreadable.append(name)
+    return None
 
 
-def _sf_item(lines: list[bytes]) -> Bare | None:
-    members = _sf_list(lines)
-    return members[0][0] if len(members) == 1 else None
+def _sf_list(lines: list[bytes], name: str, unreadable: list[str]) -> list[Member]:
+    """An RFC 9651 List of Items (no inner lists); empty when absent or malformed (then
+    ``name`` is added to ``unreadable``)."""
+    members = _sf_members(lines)
+    if not members and any(line.strip() for line in lines):
+        unreadable.append(name)
+    return members
 
 
-def _sf_list(lines: list[bytes]) -> list[Member]:
-    """An RFC 9651 List of Items (no inner lists); empty when absent or malformed."""
+def _sf_members(lines: list[bytes]) -> list[Member]:
     try:
         text = b",".join(lines).decode("ascii").strip(" \t")
     except UnicodeDecodeError:

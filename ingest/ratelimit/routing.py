@@ -7,7 +7,7 @@ import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from ingest.ratelimit.pacing.bucket import TokenBucket
 from ingest.stopping.waiting import Stopping
@@ -22,6 +22,11 @@ if TYPE_CHECKING:
     from ingest.stopping.waiting import Waiter
 
 logger = logging.getLogger(__name__)
+
+# When an allowance is spent, the crawl stops once the last slot booked within it went (a
+# stop lets that request finish), looked at up to LAST_SENT_CHECKS times, then LAST_SENT
+# seconds later: by then it has left the middlewares that follow.
+LAST_SENT_CHECKS, LAST_SENT = 100, 0.1
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,10 +88,15 @@ class Router:
         return f"{api}#{fingerprint}" if self.keyed and fingerprint is not None else api
 
     async def send_slot(self, api: str) -> Route:
-        """Wait for a slot on the key that can send soonest; returns it as the request goes."""
+        """Wait for a slot on the key that can send soonest; returns it as the request goes.
+        Raises :class:`Stopping` when the crawl stops meanwhile, or should: a pause the
+        server imposed, or an allowance of RATELIMIT_RATE spent, for longer than
+        RATELIMIT_MAX_PAUSE."""
         while True:
             fingerprint, slot, shared = await self._book(api)
             bucket = self.bucket(api, fingerprint)
+            if slot.held:
+                await self._allowance_spent(api, bucket, slot)
             imposed = max(slot.imposed, shared.imposed if shared else 0.0)
             why = "every key is paused" if self.keyed else "the shared bucket is paused"
             if self.pauses.too_long(bucket, imposed, why):
@@ -107,6 +117,23 @@ class Router:
                 self.stats.inc_value(f"{key_stats(fingerprint)}/requests")
             return Route(bucket, fingerprint, at)
 
+    async def _allowance_spent(self, api: str, bucket: str, slot: Reservation) -> NoReturn:
+        """The allowance of a long rate is spent until further than RATELIMIT_MAX_PAUSE: the
+        slots booked within it go first, then the crawl stops, saying when it may go on."""
+        began = self.pauses.clock()
+        buckets = (
+            [self.bucket(api, key.fingerprint) for key in self.keys] if self.keyed else [bucket]
+        )
+        for _ in range(LAST_SENT_CHECKS):
+            ahead = max([await self.backend.run(b, TokenBucket.last_booked) for b in buckets])
+            if ahead <= 0:
+                break
+            await self.waiter.sleep(ahead)
+        await self.waiter.sleep(LAST_SENT)
+        held = slot.held - (self.pauses.clock() - began)
+        self.pauses.spent(bucket, held, str(slot.held_by))
+        raise Stopping(held)
+
     async def _confirm(
         self, backend: Backend | None, bucket: str, slot: Reservation
     ) -> float | None:
@@ -118,9 +145,11 @@ class Router:
         return None if confirmed.wait is None else confirmed.at
 
     async def _book(self, api: str) -> tuple[str | None, Reservation, Reservation | None]:
+        longest = self.pauses.max_pause
         if not self.keyed and self.shared is None:
             fingerprint = self.keys[0].fingerprint if self.keys else None
-            return fingerprint, await self.backend.run(api, TokenBucket.reserve), None
+            slot = await self.backend.run(api, TokenBucket.reserve, -math.inf, longest)
+            return fingerprint, slot, None
         # One booking at a time in this worker: two requests looking at the same slots
         # would both pick the same key.
         async with self._turn:
@@ -130,7 +159,7 @@ class Router:
                 not_before = shared.at
             fingerprint = await self._choose(api, not_before)
             bucket = self.bucket(api, fingerprint)
-            slot = await self.backend.run(bucket, TokenBucket.reserve, not_before)
+            slot = await self.backend.run(bucket, TokenBucket.reserve, not_before, longest)
         return fingerprint, slot, shared
 
     async def _choose(self, api: str, not_before: float) -> str | None:

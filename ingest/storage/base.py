@@ -36,6 +36,27 @@ class Listed:
     stale_before: float
 
 
+@dataclass(frozen=True, slots=True)
+class KeptQuota:
+    """A quota of a long period as last seen, for ingest-plan and the next run: one the
+    server announced (``source`` "server": its name, limit, period and what remained), or
+    an allowance of RATELIMIT_RATE spent (``source`` "configured", named by the rate,
+    nothing remaining until ``reset_at``). ``bucket``: the API's origin, or with several
+    keys ``origin#fingerprint``; times are epoch seconds."""
+
+    bucket: str
+    name: str
+    source: str
+    limit: int | None
+    period: float | None
+    remaining: int | None
+    reset_at: float | None
+    seen_at: float
+
+
+SERVER, CONFIGURED = "server", "configured"
+
+
 class StorageError(Exception):
     """A store could not do what it was asked; the message names the masked URL."""
 
@@ -82,6 +103,12 @@ class Store(Protocol):
 
     def counts(self) -> dict[str, int]:
         """How many ids stand in each state, every state named."""
+
+    def keep_quota(self, quota: KeptQuota) -> None:
+        """Keep ``quota`` in the table ``quotas``, in place of the one of its bucket and name."""
+
+    def kept_quotas(self, api: str) -> list[KeptQuota]:
+        """The quotas kept for the API at the origin ``api``, its keys' buckets included."""
 
     def kept_invalid(self, schema: str, after: str, limit: int) -> list[Kept]:
         """The ids a schema other than ``schema`` (by its digest) found invalid, with their

@@ -14,7 +14,7 @@ from scrapy.utils.asyncio import sleep as scrapy_sleep
 from ingest.backoff import exponential
 from ingest.items import ListingMark
 from ingest.storage import open_store
-from ingest.storage.base import Kept, Listed, Record, StorageUnavailable, Store
+from ingest.storage.base import Kept, KeptQuota, Listed, Record, StorageUnavailable, Store
 
 T = TypeVar("T")
 
@@ -102,6 +102,12 @@ class Ledger:
 
     async def counts(self) -> dict[str, int]:
         return await self._retried(self.store.counts)
+
+    async def keep_quota(self, quota: KeptQuota) -> None:
+        await self._retried(self.store.keep_quota, quota)
+
+    async def kept_quotas(self, api: str) -> list[KeptQuota]:
+        return await self._retried(self.store.kept_quotas, api)
 
     async def kept_invalid(self, schema: str, after: str, limit: int) -> list[Kept]:
         return await self._retried(self.store.kept_invalid, schema, after, limit)

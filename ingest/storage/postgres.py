@@ -17,7 +17,7 @@ from ingest.storage.base import (
     failure_row,
     listed_row,
 )
-from ingest.storage.sql import SqlStore
+from ingest.storage.sql import QUOTAS_TABLE, SqlStore
 
 CONNECT_TIMEOUT = 5
 
@@ -29,7 +29,8 @@ LZ4_SUPPORTED = """
 SELECT 'lz4' = ANY(enumvals) FROM pg_settings WHERE name = 'default_toast_compression'
 """
 
-SCHEMA = """
+SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS items (
     id text PRIMARY KEY,
     data jsonb{compression} NOT NULL,
@@ -68,6 +69,8 @@ CREATE TABLE IF NOT EXISTS listed (
 );
 CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
 """
+    + QUOTAS_TABLE
+)
 
 # Sent with executemany() inside one pipeline per batch (one round trip): measured faster than
 # COPY into a temporary table then INSERT ... SELECT ... ON CONFLICT, and than multi-row VALUES
@@ -147,6 +150,22 @@ CHECKED = """
 UPDATE failures SET reason = %(reason)s, schema_digest = %(schema)s
 WHERE id = %(id)s AND state = 'invalid'
 """
+
+UPSERT_QUOTA = """
+INSERT INTO quotas (bucket, name, source, quota_limit, period, remaining, reset_at, seen_at)
+VALUES (%(bucket)s, %(name)s, %(source)s, %(limit)s, %(period)s, %(remaining)s, %(reset_at)s,
+    %(seen_at)s)
+ON CONFLICT (bucket, name) DO UPDATE SET
+    source = excluded.source, quota_limit = excluded.quota_limit, period = excluded.period,
+    remaining = excluded.remaining, reset_at = excluded.reset_at, seen_at = excluded.seen_at
+"""
+
+QUOTAS_OF = """
+SELECT bucket, name, source, quota_limit, period, remaining, reset_at, seen_at FROM quotas
+WHERE bucket = %(api)s OR bucket LIKE %(keyed)s ORDER BY bucket, name
+"""
+
+HAS_QUOTAS = "SELECT 1 WHERE to_regclass('quotas') IS NOT NULL"
 
 TABLES = "SELECT to_regclass('items') IS NOT NULL AND to_regclass('failures') IS NOT NULL"
 

@@ -10,6 +10,7 @@ from typing import Any
 from ingest.items import STATES, ListingMark
 from ingest.storage.base import (
     Kept,
+    KeptQuota,
     Listed,
     Plan,
     Record,
@@ -18,6 +19,21 @@ from ingest.storage.base import (
     StorageUnavailable,
     plan_write,
 )
+
+# The table of long quotas, in types both SQLite (by affinity) and PostgreSQL take as theirs.
+QUOTAS_TABLE = """
+CREATE TABLE IF NOT EXISTS quotas (
+    bucket text NOT NULL,
+    name text NOT NULL,
+    source text NOT NULL CHECK (source IN ('server', 'configured')),
+    quota_limit bigint,
+    period double precision,
+    remaining bigint,
+    reset_at double precision,
+    seen_at double precision NOT NULL,
+    PRIMARY KEY (bucket, name)
+);
+"""
 
 COUNTS = """
 SELECT 'stored', count(*) FROM items
@@ -31,11 +47,12 @@ class SqlStore:
     errors besides DB-API's that mean the outcomes themselves were refused, and its
     lookup queries (``STATES_OF`` and ``VALIDATORS_OF``, with an ``ids`` parameter;
     ``LISTING_OF``, with a ``listing`` one; ``LISTED_AFTER``, with ``listing``, ``after``
-    and ``limit``); it connects and writes."""
+    and ``limit``; ``UPSERT_QUOTA`` and ``QUOTAS_OF``, for the table ``quotas``); it
+    connects and writes."""
 
     url: str
     # The module naming the lookups in its dialect, as STATES_OF, VALIDATORS_OF, LISTING_OF,
-    # LISTED_AFTER, KEPT_INVALID and CHECKED.
+    # LISTED_AFTER, KEPT_INVALID, CHECKED, UPSERT_QUOTA and QUOTAS_OF.
     STATEMENTS: ModuleType
     DRIVER: ModuleType
     MORE_REFUSALS: tuple[type[Exception], ...] = ()
@@ -87,6 +104,20 @@ class SqlStore:
 
     def counts(self) -> dict[str, int]:
         return dict.fromkeys(STATES, 0) | dict(self._read(COUNTS, {}))
+
+    def keep_quota(self, quota: KeptQuota) -> None:
+        params = {name: getattr(quota, name) for name in KeptQuota.__slots__}
+        try:
+            self._connection().execute(self.STATEMENTS.UPSERT_QUOTA, params)
+        except self.DRIVER.Error as exc:
+            raise self._error("cannot write to", exc) from exc
+
+    def kept_quotas(self, api: str) -> list[KeptQuota]:
+        if not self._read(self.STATEMENTS.HAS_QUOTAS, {}):
+            return []  # a database made by an earlier version, opened without creating
+        prefix = api.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "#%"
+        rows = self._read(self.STATEMENTS.QUOTAS_OF, {"api": api, "keyed": prefix})
+        return [KeptQuota(*row) for row in rows]
 
     def kept_invalid(self, schema: str, after: str, limit: int) -> list[Kept]:
         rows = self._read(

@@ -16,10 +16,11 @@ from ingest.storage.base import (
     failure_row,
     listed_row,
 )
-from ingest.storage.sql import SqlStore
+from ingest.storage.sql import QUOTAS_TABLE, SqlStore
 
 # "JSON TEXT": declared JSON, with text affinity so that a payload such as '42' stays text.
-SCHEMA = """
+SCHEMA = (
+    """
 BEGIN;
 CREATE TABLE IF NOT EXISTS items (
     id TEXT PRIMARY KEY,
@@ -55,8 +56,12 @@ CREATE TABLE IF NOT EXISTS listed (
     PRIMARY KEY (listing, id)
 );
 CREATE INDEX IF NOT EXISTS listed_place ON listed (listing, place);
+"""
+    + QUOTAS_TABLE
+    + """
 COMMIT;
 """
+)
 # Columns added since the first release: a database made before gets them when opened.
 ADDED_COLUMNS = {
     "items": (("etag", "TEXT"), ("last_modified", "TEXT")),
@@ -132,6 +137,21 @@ ORDER BY id LIMIT :limit
 CHECKED = """
 UPDATE failures SET reason = :reason, schema_digest = :schema WHERE id = :id AND state = 'invalid'
 """
+
+UPSERT_QUOTA = """
+INSERT INTO quotas (bucket, name, source, quota_limit, period, remaining, reset_at, seen_at)
+VALUES (:bucket, :name, :source, :limit, :period, :remaining, :reset_at, :seen_at)
+ON CONFLICT (bucket, name) DO UPDATE SET
+    source = excluded.source, quota_limit = excluded.quota_limit, period = excluded.period,
+    remaining = excluded.remaining, reset_at = excluded.reset_at, seen_at = excluded.seen_at
+"""
+
+QUOTAS_OF = """
+SELECT bucket, name, source, quota_limit, period, remaining, reset_at, seen_at FROM quotas
+WHERE bucket = :api OR bucket LIKE :keyed ESCAPE '\\' ORDER BY bucket, name
+"""
+
+HAS_QUOTAS = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'quotas'"
 
 TABLES = "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN ('items', 'failures')"
 

@@ -97,6 +97,22 @@ def crawl(
     )
 
 
+def scrapy_command(
+    name: str, database_url: str, *args: str, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``scrapy NAME -s DATABASE_URL=… ARGS`` (``ingest-status``, ``ingest-plan``) as users
+    run it; its output is in ``.stdout`` / ``.stderr``."""
+    return subprocess.run(
+        [sys.executable, "-m", "scrapy", name, "-s", f"DATABASE_URL={database_url}", *args],
+        cwd=REPO_ROOT,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
 def _query(database_url: str, sql: str) -> list[tuple[Any, ...]]:
     if database_url.startswith("sqlite:///"):
         path = database_url[len("sqlite:///") :]

@@ -87,6 +87,7 @@ def infer(
     origin: float | None = None,
     ramp: bool = False,
     pace: float = math.inf,
+    announced: Collection[int] = (),
 ) -> Inference | None:
     """The fastest limit that explains the refusal of the request sent at ``at`` and
     every acceptance before it; None if none does.
@@ -105,7 +106,8 @@ def infer(
     (fixed-first, counter) start at (by default the first send, if the record holds it);
     ``ramp``: the refusal ended a ramp from the first send, when a window that agrees with
     a Retry-After of more than a second is believed first, however slow (the ramp made
-    its last seconds the fastest: every short window looks fast).
+    its last seconds the fastest: every short window looks fast); ``announced``: limits
+    the server said with no window, which a window holding that many sends is believed by.
     """
     end = bisect_right(sends, at)
     if end == 0:
@@ -141,7 +143,14 @@ def infer(
         return replace(h, wait=w, confirmed=confirmed)
     if periods and not (
         survivors := _configured(
-            survivors, periods, first=seen[0], resumed=resumed, retry_after=retry_after, pace=pace
+            survivors,
+            periods,
+            first=seen[0],
+            resumed=resumed,
+            retry_after=retry_after,
+            pace=pace,
+            confirmed=confirmed,
+            announced=announced,
         )
     ):
         return None
@@ -166,6 +175,8 @@ def _configured(
     resumed: float,
     retry_after: float | None,
     pace: float,
+    confirmed: bool = False,
+    announced: Collection[int] = (),
 ) -> list[tuple[Inference, float]]:
     """The survivors believed against a rate configured. No window reaching back before
     the ``first`` send (which holds every send so far, and would explain any 429) unless
@@ -174,30 +185,36 @@ def _configured(
     429 at the configured rate is timing noise (a bucket with no burst) more often than a
     limit that much slower. A fixed window only once a whole one before it was seen (at
     the configured pace, the part of a window before a lone 429 explains it as well); no
-    window that holds a pause (its count is low because we waited, ``resumed``). Of
-    those, the periods configured if any: a rate is more often documented with the right
-    period and the wrong count than the other way round."""
+    window that holds a pause (its count is low because we waited, ``resumed``). A wait
+    said finer than whole seconds (``retry-after-ms``, a body's ``retry_after``) names
+    its wait when within SOONER of it. A limit of a period configured that explains the
+    earlier 429s too (``confirmed``), or whose count the server ``announced``, is believed
+    whatever its window holds: noise does not repeat on one limit's schedule, nor fall on
+    the number said. Of those, the periods configured if any: a rate is
+    more often documented with the right period and the wrong count than the other way
+    round."""
+
+    def told(w: float) -> bool:
+        if retry_after is None:
+            return False
+        if retry_after > TOLERANCE:
+            return abs(whole(w) - retry_after) <= TOLERANCE
+        return not retry_after.is_integer() and abs(w - retry_after) <= SOONER
 
     def believed(h: Inference, w: float) -> bool:
+        if (confirmed and h.period in periods) or h.limit in announced:
+            return True
+        if h.start < resumed or (
+            h.kind.startswith("fixed") and h.start - h.period < max(first, resumed)
+        ):
+            return False
         if h.start > first:
             return True
         if h.period not in periods:
             return False
-        if h.per_second >= ALMOST * pace:
-            return True
-        return (
-            retry_after is not None
-            and retry_after > TOLERANCE
-            and abs(whole(w) - retry_after) <= TOLERANCE
-        )
+        return h.per_second >= ALMOST * pace or told(w)
 
-    survivors = [
-        (h, w)
-        for h, w in survivors
-        if h.start >= resumed
-        and (not h.kind.startswith("fixed") or h.start - h.period >= max(first, resumed))
-        and believed(h, w)
-    ]
+    survivors = [(h, w) for h, w in survivors if believed(h, w)]
     preferred = [(h, w) for h, w in survivors if h.period in periods]
     return preferred or survivors
 

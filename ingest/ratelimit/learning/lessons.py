@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -54,11 +55,13 @@ def limited(
     sent_at: float,
     retry_after: float | None = None,
     epoch: float | None = None,
+    announced: Collection[int] = (),
 ) -> Lesson:
     """A 429 the rates did not predict, to the request sent at ``sent_at`` (with its
     ``Retry-After``; ``epoch``: the wall clock now, which fixed windows are aligned on):
     adopt the limit it shows when that is clearly slower than the pace in use (or while
-    ramping or climbing); otherwise slow down as before. An operation for a backend to run."""
+    ramping or climbing); otherwise slow down as before. ``announced``: limits the server
+    said with no window. An operation for a backend to run."""
     s, now = bucket.state, bucket.clock()
     offset = 0.0 if epoch is None else epoch - now
     if sent_at not in s.rejected:
@@ -91,6 +94,7 @@ def limited(
         resumed=s.paused_until,
         refused=s.refusals,
         ramp=ramping,
+        announced=announced,
     )
     s.refusals = [*s.refusals[1 - REFUSALS :], sent_at]
     if ramping:

@@ -55,13 +55,17 @@ class Reservation:
     ``precise``: the send is guarded, so the waits must end on time to tens of µs
     rather than to the millisecond of the event loop's timers. ``imposed``: the part
     of the delay the server imposed (a pause, a quota spent until its reset), as
-    opposed to the pacing of the configured rates."""
+    opposed to the pacing of the configured rates. ``held``: the slot was not booked,
+    since an allowance already spent (``held_by``: a rate's window full of sends made)
+    holds it that long, more than the caller would wait."""
 
     delay: float
     epoch: int
     at: float
     precise: bool = False
     imposed: float = 0.0
+    held: float = 0.0
+    held_by: Rate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,24 +220,52 @@ class TokenBucket:
         at = max(now, not_before, s.paused_until, s.tat - (self.burst - 1) * interval)
         for rate in self.windows:
             if len(s.sends) >= rate.limit:
-                window = rate.period / s.scale
-                window += max(window * self.margin, WINDOW_MARGIN if self.margin else 0.0)
-                at = max(at, s.sends[-rate.limit] + window)
+                at = max(at, s.sends[-rate.limit] + self._window(rate))
         imposed = s.paused_until
         if at < s.budget_until and s.budget_left <= 0:
             at = imposed = max(imposed, s.budget_until)
         return at, imposed, at < s.budget_until
 
-    def reserve(self, not_before: float = -math.inf) -> Reservation:
+    def _window(self, rate: Rate) -> float:
+        """A rate's window as kept: a little longer than nominal (the margins above)."""
+        window = rate.period / self.state.scale
+        return window + max(window * self.margin, WINDOW_MARGIN if self.margin else 0.0)
+
+    def _held(self, now: float) -> tuple[float, Rate | None]:
+        """How long the next slot is held by an allowance spent, and by which rate: a
+        window (not the pacing rate's, whose wait is the pace) full of sends made."""
+        s, held, by = self.state, 0.0, None
+        for rate in self.windows:
+            if (self.pacing and rate == self.pacing[0]) or len(s.sends) < rate.limit:
+                continue
+            oldest = s.sends[-rate.limit]
+            if oldest <= now and oldest + self._window(rate) - now > held:
+                held, by = oldest + self._window(rate) - now, rate
+        return held, by
+
+    def reserve(self, not_before: float = -math.inf, longest: float = math.inf) -> Reservation:
         """Book the earliest slot every rate allows (not before ``not_before``); returns
-        how long to wait for it."""
+        how long to wait for it. A slot that an allowance spent holds for more than
+        ``longest`` seconds is not booked: the reservation says so (``held``)."""
         s, now = self.state, self.clock()
         at, imposed, spends = self._earliest(now, not_before)
+        if at - now > longest:
+            held, by = self._held(now)
+            if held > longest:
+                return Reservation(at - now, s.epoch, at, held=held, held_by=by)
         if spends:
             s.budget_left -= 1
         s.tat = max(s.tat, at) + self.interval * (1 + self.margin)
         s.sends.append(at)
         return Reservation(at - now, s.epoch, at, self.guarded, max(0.0, imposed - now))
+
+    def last_booked(self) -> float:
+        """Seconds until the last slot booked goes; 0 once it went (or none is booked), and
+        a little while its time has come but it has not gone yet."""
+        s = self.state
+        if not s.sends or s.sends[-1] <= s.last_sent:
+            return 0.0
+        return max(s.sends[-1] - self.clock(), SPACING)
 
     def peek(self, not_before: float = -math.inf) -> Peek:
         """When a slot booked now would come, without booking it."""
