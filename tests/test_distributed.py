@@ -124,3 +124,38 @@ def test_unreachable_redis_is_one_clear_line(mockapi, tmp_path: Path) -> None:
     assert "REDIS_URL redis://:***@127.0.0.1:9/0" in line
     assert "hunter2" not in done.stderr
     assert api.requests() == []
+
+
+def test_a_seeder_killed_mid_seeding_is_taken_over(mockapi, tmp_path: Path, redis_url: str) -> None:
+    # The seeder keeps the shared queue short: it queues 500 requests, then the rest as the
+    # workers take them, and is killed meanwhile, holding the seeding lease.
+    api = mockapi("--limit", "none", "--latency", "0.2")
+    n, db = 1500, f"sqlite:///{tmp_path}/x.db"
+    command = crawl_command(
+        api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="6000/60", DISTRIBUTED=1,
+        REDIS_URL=redis_url, PROGRESS_INTERVAL=0,
+    )  # fmt: skip
+    logs = [tmp_path / f"worker-{number}.log" for number in range(3)]
+    processes = []
+    for log in logs:
+        with log.open("w") as out:
+            processes.append(
+                subprocess.Popen(command, cwd=REPO_ROOT, env=environment(), stderr=out)
+            )
+    try:
+        api.wait_for(200, timeout=60)
+        seeders = [i for i, log in enumerate(logs) if "Seeding the job's queue" in log.read_text()]
+        assert len(seeders) == 1 and "ids are all queued" not in logs[seeders[0]].read_text()
+        processes[seeders[0]].kill()
+        for process in processes:
+            process.wait(timeout=180)
+    finally:
+        for process in processes:
+            process.kill()
+    survivors = [log.read_text() for i, log in enumerate(logs) if i != seeders[0]]
+    for survivor in survivors:
+        assert "Spider closed (finished)" in survivor, survivor[-3000:]
+    assert sum("Seeding the job's queue from id number" in s for s in survivors) == 1
+    states = terminal_states(db)
+    assert len(states) == n and set(states.values()) == {"stored"}
+    assert duplicate_rows(db) == 0

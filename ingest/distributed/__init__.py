@@ -12,4 +12,9 @@ limiter's buckets, and a little coordination:
   live worker is idle, nothing is in flight anywhere but with dead workers. One
   worker then looks in the database for ids of the set without an outcome and queues
   them again; when that finds nothing, the job is complete and every worker stops.
+
+**The bound.** A lease (:mod:`.leases`) lasts ``LEASE`` (15 s) unless its holder renews
+it, and a heartbeat never does; a worker silent for ``DEAD_AFTER`` (10 s) is dead. So a
+job with a live worker and ids without an outcome goes on within 30 s of any worker's
+death, and a worker idle for ``PATIENCE`` (30 s) says in the log what it waits for.
 """

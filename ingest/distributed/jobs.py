@@ -47,6 +47,10 @@ def job_id(url_template: str, ids: IdSource, database_url: str) -> str:
     return digest.hexdigest()[:12]
 
 
+# The keys that hold a lease: each expires with its lease, never kept with the job's data.
+LEASES = frozenset({"seeder", "reconciler"})
+
+
 def job_keys(job: str) -> dict[str, str]:
     prefix = f"ingest:{{{job}}}"
     return {

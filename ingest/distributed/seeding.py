@@ -6,12 +6,13 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ingest.distributed.coordinator import LEASE, Coordinator
+from ingest.distributed.coordinator import Coordinator, Patience
 from ingest.distributed.jobs import job_id
 from ingest.fetching.worklist import Worklist
+from ingest.progress.humanize import duration
 
 if TYPE_CHECKING:
     from typing import Self
@@ -56,8 +57,10 @@ class SharedSeeding:
         coordinator: Coordinator,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
-        self.ids, self.worklist, self.coordinator, self.clock = ids, worklist, coordinator, clock
+        self.ids, self.worklist, self.coordinator = ids, worklist, coordinator
+        self.clock, self.sleep = clock, sleep
         self.job = coordinator.job
 
     @classmethod
@@ -69,28 +72,44 @@ class SharedSeeding:
         return cls(run.ids, run.worklist, Coordinator.from_url(job.redis_url, key, run.id))
 
     async def feed(self) -> AsyncIterator[tuple[str, str | None]]:
+        """The job's ids that need a request, while this worker holds the seeding lease;
+        while another does, none (the lease is tried again every third of its length)."""
         coordinator, worklist = self.coordinator, self.worklist
+        renew_every = coordinator.seeding.seconds / 3
+        patience = Patience(self.clock)
         while not await coordinator.seeding_done():
             if not await coordinator.take_seeding():
-                await asyncio.sleep(LEASE / 3)
+                await self.say_waiting(patience)
+                await self.sleep(renew_every)
                 continue
+            patience.over()
             skip = await coordinator.seeded()
-            if skip:
-                logger.info("Seeding the job's queue from id number %d", skip + 1)
+            logger.info("Seeding the job's queue from id number %d", skip + 1)
             ids = Counted(itertools.islice(iter(self.ids), skip, None))
             renewed = self.clock()
             async for id_, state in worklist.todo(ids):
                 while await coordinator.queued() >= HIGH_WATER:
-                    await asyncio.sleep(0.2)
-                    if self.clock() - renewed > LEASE / 3:
+                    await self.sleep(0.2)
+                    if self.clock() - renewed > renew_every:
                         break
-                if self.clock() - renewed > LEASE / 3:
-                    await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
+                if self.clock() - renewed > renew_every:
                     if not await coordinator.take_seeding():
-                        break
+                        break  # another worker took over, from what it found recorded
+                    await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
                     renewed = self.clock()
                 worklist.count("ids/scheduled")
                 yield id_, state
             else:
                 await coordinator.finish_seeding()
                 logger.info("The job's ids are all queued")
+
+    async def say_waiting(self, patience: Patience) -> None:
+        """Another worker holds the seeding lease: with nothing queued for long, say so."""
+        if (waited := patience.due()) is None or await self.coordinator.queued():
+            return
+        holder = self.coordinator.seeding.other
+        logger.info(
+            "Waiting %s for worker %s to queue the job's ids (its seeding lease runs out in "
+            "%.0fs unless renewed); nothing is queued",
+            duration(waited), holder.worker if holder else "?", holder.left if holder else 0,
+        )  # fmt: skip

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
-from ingest.distributed.coordinator import HEARTBEAT, Coordinator
+from ingest.distributed.coordinator import HEARTBEAT, Coordinator, Patience
 from ingest.extensions.reconcile import IdleLook, queue_lost
 from ingest.job import Job
+from ingest.progress.humanize import duration
 
 if TYPE_CHECKING:
     from typing import Self
@@ -22,14 +24,24 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def settle(coordinator: Coordinator, look: Callable[[], Awaitable[int]]) -> int:
+async def settle(
+    coordinator: Coordinator,
+    look: Callable[[], Awaitable[int]],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> int:
     """This worker is idle: wait for work, or for the job to be complete.
 
     When every live worker is idle, the queue empty and seeding done, nothing is in
-    flight but with dead workers: one worker queues again the ids still without an
-    outcome (``look``), and when there are none the job is complete.
+    flight but with dead workers: one worker, holding the lease of the look for lost ids
+    (renewed while it looks), queues again the ids still without an outcome (``look``),
+    and when there are none the job is complete. Waiting longer than
+    :data:`~ingest.distributed.coordinator.PATIENCE`, it says in the log what for, and
+    again as often.
     """
     await coordinator.set_idle(True)
+    patience = Patience(clock)
     while True:
         if await coordinator.complete():
             coordinator.finished = True
@@ -39,17 +51,18 @@ async def settle(coordinator: Coordinator, look: Callable[[], Awaitable[int]]) -
         if await coordinator.everyone_idle():
             # A second look, a heartbeat later: a worker that has just taken a request
             # says so within that time.
-            await asyncio.sleep(HEARTBEAT)
-            if await coordinator.everyone_idle() and await coordinator.reconciling.acquire():
-                try:
+            await sleep(HEARTBEAT)
+            if await coordinator.everyone_idle() and await coordinator.reconciling.take():
+                async with coordinator.reconciling.kept():
                     scheduled = await look()
                     if not scheduled:
                         await coordinator.mark_complete()
                         coordinator.finished = True
                     return scheduled
-                finally:
-                    await coordinator.reconciling.release()
-        await asyncio.sleep(1.0)
+        if (waited := patience.due()) is not None:
+            waits = await coordinator.waiting_for()
+            logger.info("Idle for %s, waiting for %s", duration(waited), waits)
+        await sleep(1.0)
 
 
 class Worker(IdleLook):
