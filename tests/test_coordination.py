@@ -133,7 +133,7 @@ def test_an_idle_worker_says_what_it_waits_for(
 def test_a_worker_waiting_for_the_seeding_with_nothing_queued_says_who_seeds(
     redis_url: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="ingest.distributed.seeding")
+    caplog.set_level(logging.INFO, logger="ingest.distributed.coordinator")
 
     async def scenario() -> None:
         a, b = worker(redis_url, "a"), worker(redis_url, "b")
@@ -148,7 +148,7 @@ def test_a_worker_waiting_for_the_seeding_with_nothing_queued_says_who_seeds(
         assert fed == []  # a seeded (here: nothing), b never did
         lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Waiting")]
         assert len(lines) == 2
-        assert lines[0].startswith("Waiting 30.0s for worker a to queue the job's ids")
+        assert lines[0].startswith("Waiting 30.0s for worker a, which seeds the job's queue")
         assert lines[0].endswith("; nothing is queued")
         await close(a, b)
 

@@ -7,6 +7,8 @@ limiter's buckets, and a little coordination:
 - **seeding** (:mod:`.seeding`): one worker at a time holds a lease and turns the id
   set into requests, lazily, keeping the shared queue short; where it got to is in
   Redis, so if it dies another worker takes over from there;
+- **a listing** (:mod:`.listing`): walked by one worker at a time under the same lease,
+  its pages kept by that worker, the ids it lists (``details=1``) queued for all;
 - **liveness** (:mod:`.coordinator`): every worker writes a heartbeat, busy or idle;
 - **completion** (:mod:`.worker`): when seeding is done, the queue is empty and every
   live worker is idle, nothing is in flight anywhere but with dead workers. One

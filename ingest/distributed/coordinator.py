@@ -6,12 +6,13 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
 from ingest.distributed.jobs import LEASES, job_keys
 from ingest.distributed.leases import Lease
+from ingest.progress.humanize import duration
 
 logger = logging.getLogger(__name__)
 
@@ -20,6 +21,7 @@ DEAD_AFTER = 10.0  # a worker silent this long is dead
 LEASE = 15.0  # seconds a lease (the seeding, a look for lost ids) lasts unless renewed
 KEEP = 7 * 24 * 3600  # a job's keys outlive its last heartbeat by this much
 PATIENCE = 30.0  # a worker waiting this long says what for, and again as often
+HIGH_WATER = 500  # seeding pauses while the shared queue holds this many requests
 
 
 class Patience:
@@ -133,6 +135,23 @@ class Coordinator:
     async def queued(self) -> int:
         """Requests in the shared queue (scrapy-redis's priority queue is a sorted set)."""
         return int(await self.redis.zcard(self.keys["queue"]))
+
+    async def room(self, sleep: Callable[[float], Awaitable[None]]) -> None:
+        """Wait while the shared queue holds :data:`HIGH_WATER` requests: the workers take
+        them as their downloaders free, and a seeder that dies loses few."""
+        while await self.queued() >= HIGH_WATER:
+            await sleep(0.2)
+
+    async def tell_seeding_wait(self, patience: Patience) -> None:
+        """Another worker holds the seeding lease: with nothing queued for long, say so."""
+        if (waited := patience.due()) is None or await self.queued():
+            return
+        holder = self.seeding.other
+        logger.info(
+            "Waiting %s for worker %s, which seeds the job's queue (its lease runs out in "
+            "%.0fs unless renewed); nothing is queued",
+            duration(waited), holder.worker if holder else "?", holder.left if holder else 0,
+        )  # fmt: skip
 
     # -------------------------------------------------------------- completion
 

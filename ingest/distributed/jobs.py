@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import warnings
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from scrapy.exceptions import ScrapyDeprecationWarning
@@ -14,12 +15,13 @@ from scrapy_redis.scheduler import Scheduler
 from ingest.config.masking import mask_url
 from ingest.fetching.ids import IdRanges, IdSource
 from ingest.job import is_distributed
+from ingest.listing.walk import PAGE
 from ingest.run import Run
 
 if TYPE_CHECKING:
     from typing import Self
 
-    from scrapy import Spider
+    from scrapy import Request, Spider
     from scrapy.crawler import Crawler
     from scrapy.settings import BaseSettings
 
@@ -33,13 +35,15 @@ warnings.filterwarnings(
 )
 
 
-def job_id(url_template: str, ids: IdSource, database_url: str) -> str:
+def job_id(url_template: str, ids: IdSource | str, database_url: str) -> str:
     """The same command gives the same job, on any machine: an id file is known by
-    its ids, not by its path."""
+    its ids, not by its path; a listing (``ids`` a str) by its key."""
     digest = hashlib.sha1(usedforsecurity=False)
     for part in (url_template, mask_url(database_url), type(ids).__name__):
         digest.update(part.encode() + b"\0")
-    if isinstance(ids, IdRanges):
+    if isinstance(ids, str):
+        digest.update(ids.encode())
+    elif isinstance(ids, IdRanges):
         digest.update(ids.describe().encode())
     else:
         for id_ in ids:
@@ -84,20 +88,40 @@ class DistributedAddon:
 
 
 class JobScheduler(Scheduler):
-    """scrapy-redis's scheduler, with its queue and duplicate filter keyed by the job."""
+    """scrapy-redis's scheduler, with its queue and duplicate filter keyed by the job; a
+    listing's pages stay with the worker that walks it, in a queue of its own, ahead of
+    the shared one: the walk's state is in that worker's memory, and the database says
+    where a successor resumes."""
 
     crawler: Crawler
+    pages: deque[Request]
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         scheduler = super().from_crawler(crawler)
         scheduler.crawler = crawler
+        scheduler.pages = deque()
         return scheduler
 
     def open(self, spider: Spider) -> Any:
         run = Run.of(self.crawler)
-        assert run is not None and run.shared is not None
-        keys = job_keys(run.shared.job)
+        assert run is not None and run.coordinator is not None
+        keys = job_keys(run.coordinator.job)
         self.queue_key = keys["queue"]
         self.df = RFPDupeFilter(self.server, key=keys["seen"])
         return super().open(spider)
+
+    def enqueue_request(self, request: Request) -> bool:
+        if PAGE in request.meta:
+            self.pages.append(request)
+            return True
+        return bool(super().enqueue_request(request))
+
+    def next_request(self) -> Request | None:
+        if self.pages:
+            return self.pages.popleft()
+        request: Request | None = super().next_request()
+        return request
+
+    def has_pending_requests(self) -> bool:
+        return bool(self.pages) or bool(super().has_pending_requests())

@@ -64,11 +64,13 @@ class Lease:
         self._take = client.register_script(TAKE)
         self._release = client.register_script(RELEASE)
         self.other: Holder | None = None  # who held it at the last try, if not this worker
+        self.held = False  # this worker held it at the last try
 
     async def take(self) -> bool:
         """Hold the lease (again, for ``seconds`` from now); False while another holds it."""
         result = await self._take(keys=[self.key], args=[self.worker, int(self.seconds * 1000)])
-        if int(result[0]):
+        self.held = bool(int(result[0]))
+        if self.held:
             self.other = None
             return True
         holder = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
@@ -77,6 +79,7 @@ class Lease:
 
     async def release(self) -> None:
         """Free the lease, if this worker still holds it."""
+        self.held = False
         await self._release(keys=[self.key], args=[self.worker])
 
     @asynccontextmanager
@@ -84,7 +87,8 @@ class Lease:
         self, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     ) -> AsyncIterator[None]:
         """Renewed every third of its length while the block runs, then freed: a block that
-        takes longer than a lease keeps it, one whose worker dies loses it in time."""
+        takes longer than a lease keeps it, one whose worker dies loses it in time. Should a
+        renewal come too late (another worker took the lease), :attr:`held` turns False."""
 
         async def renew() -> None:
             while True:

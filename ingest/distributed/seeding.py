@@ -9,10 +9,9 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ingest.distributed.coordinator import Coordinator, Patience
+from ingest.distributed.coordinator import HIGH_WATER, Coordinator, Patience
 from ingest.distributed.jobs import job_id
 from ingest.fetching.worklist import Worklist
-from ingest.progress.humanize import duration
 
 if TYPE_CHECKING:
     from typing import Self
@@ -25,7 +24,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HIGH_WATER = 500  # seeding pauses while the shared queue holds this many requests
 CHUNK_BEHIND = 500  # ids read ahead of what is queued, at most (the worklist's chunk)
 
 
@@ -79,7 +77,7 @@ class SharedSeeding:
         patience = Patience(self.clock)
         while not await coordinator.seeding_done():
             if not await coordinator.take_seeding():
-                await self.say_waiting(patience)
+                await coordinator.tell_seeding_wait(patience)
                 await self.sleep(renew_every)
                 continue
             patience.over()
@@ -102,14 +100,3 @@ class SharedSeeding:
             else:
                 await coordinator.finish_seeding()
                 logger.info("The job's ids are all queued")
-
-    async def say_waiting(self, patience: Patience) -> None:
-        """Another worker holds the seeding lease: with nothing queued for long, say so."""
-        if (waited := patience.due()) is None or await self.coordinator.queued():
-            return
-        holder = self.coordinator.seeding.other
-        logger.info(
-            "Waiting %s for worker %s to queue the job's ids (its seeding lease runs out in "
-            "%.0fs unless renewed); nothing is queued",
-            duration(waited), holder.worker if holder else "?", holder.left if holder else 0,
-        )  # fmt: skip

@@ -82,8 +82,8 @@ class Worker(IdleLook):
 
     @property
     def coordinator(self) -> Coordinator:
-        assert self.run.shared is not None
-        return self.run.shared.coordinator
+        assert self.run.coordinator is not None
+        return self.run.coordinator
 
     def spider_opened(self) -> None:
         logger.info("Worker %s of job %s", self.coordinator.worker, self.coordinator.job)
