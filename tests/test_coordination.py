@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from ingest.distributed.coordinator import LEASE, PATIENCE, Coordinator
+from ingest.distributed.coordinator import HEARTBEAT, LEASE, PATIENCE, Coordinator
 from ingest.distributed.seeding import SharedSeeding
 from ingest.distributed.worker import settle
 from ingest.fetching.ids import parse_ids
@@ -170,3 +170,28 @@ async def _end_after(holder: Coordinator, clock: FakeClock, seconds: float) -> N
     while clock.now - start < seconds:
         await asyncio.sleep(0.001)
     await holder.finish_seeding()
+
+
+def test_ids_pending_with_no_seeder_and_every_worker_idle_are_queued_within_a_heartbeat(
+    redis_url: str,
+) -> None:
+    # What a Redis restarted without its append-only file leaves: workers alive and idle,
+    # nothing queued, no record that seeding was done and no worker seeding. The job
+    # goes on within a heartbeat (the second look), not never.
+    async def scenario() -> None:
+        a, b = worker(redis_url, "a"), worker(redis_url, "b")
+        await b.set_idle(True)
+        clock, looks = FakeClock(), []
+
+        async def look() -> int:
+            looks.append(clock.now)
+            return 7  # ids without an outcome, queued again
+
+        settling = settle(a, look, clock=clock, sleep=clock.sleep)
+        assert await asyncio.wait_for(settling, timeout=10) == 7  # else: the stall
+        assert looks and looks[0] - 1000 <= HEARTBEAT
+        assert await a.seeding_done()  # the look queued every id: that was the seeding
+        assert not a.finished
+        await close(a, b)
+
+    run(scenario)

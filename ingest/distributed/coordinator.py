@@ -6,15 +6,19 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
 from ingest.distributed.jobs import LEASES, job_keys
 from ingest.distributed.leases import Lease
+from ingest.distributed.unavailable import AGAIN, DOWN, Outage, retrying_client
 from ingest.progress.humanize import duration
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 HEARTBEAT = 2.0  # seconds between heartbeats
 DEAD_AFTER = 10.0  # a worker silent this long is dead
@@ -22,6 +26,7 @@ LEASE = 15.0  # seconds a lease (the seeding, a look for lost ids) lasts unless 
 KEEP = 7 * 24 * 3600  # a job's keys outlive its last heartbeat by this much
 PATIENCE = 30.0  # a worker waiting this long says what for, and again as often
 HIGH_WATER = 500  # seeding pauses while the shared queue holds this many requests
+LEAVING = 5.0  # seconds a worker that stops waits to tell Redis, at most
 
 
 class Patience:
@@ -65,11 +70,15 @@ class Coordinator:
         self.finished = False
         self.seeding = Lease(client, self.keys["seeder"], worker, lease)
         self.reconciling = Lease(client, self.keys["reconciler"], worker, lease)
+        self.outage = Outage("the job's coordination")
         self._beating: asyncio.Task[None] | None = None
 
     @classmethod
     def from_url(cls, url: str, job: str, worker: str) -> Coordinator:
-        return cls(aioredis.Redis.from_url(url, decode_responses=True), job, worker)
+        """Its calls retried while Redis is unavailable (:mod:`.unavailable`)."""
+        coordinator = cls(retrying_client(url), job, worker)
+        coordinator.outage = Outage("the job's coordination", url)
+        return coordinator
 
     async def now(self) -> float:
         seconds, micros = await self.redis.time()
@@ -125,6 +134,33 @@ class Coordinator:
     async def record_seeded(self, count: int) -> None:
         await self.redis.set(self.keys["seeded"], count)
 
+    async def seeding_turns(
+        self,
+        turn: Callable[[], AsyncIterator[T]],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    ) -> AsyncIterator[T]:
+        """What ``turn`` yields, each time this worker holds the seeding lease, until the
+        seeding is done (by this worker or another); while another holds it, nothing (the
+        lease is tried again every third of its length). Should Redis stay unavailable
+        longer than a call's retries, it tries again."""
+        patience = Patience(clock)
+        while True:
+            try:
+                if await self.seeding_done():
+                    return
+                if not await self.take_seeding():
+                    await self.tell_seeding_wait(patience)
+                    await sleep(self.seeding.seconds / 3)
+                    continue
+                patience.over()
+                async for value in turn():
+                    yield value
+            except DOWN as exc:
+                self.outage.began(exc)
+                await sleep(AGAIN)
+
     async def seeding_done(self) -> bool:
         return bool(await self.redis.exists(self.keys["done"]))
 
@@ -156,7 +192,10 @@ class Coordinator:
     # -------------------------------------------------------------- completion
 
     async def everyone_idle(self) -> bool:
-        if not await self.seeding_done() or await self.queued():
+        """Nothing queued, no worker seeding, and every live worker (this one among them)
+        idle: the ids without an outcome were in flight with dead workers, or their
+        requests lost with what Redis held (a restart without its append-only file)."""
+        if await self.queued() or await self.redis.exists(self.keys["seeder"]):
             return False
         live = await self.live_workers()
         return all(live.values()) and self.worker in live
@@ -199,10 +238,18 @@ class Coordinator:
         same command run later starts afresh (and tries failed ids again)."""
         if self._beating is not None:
             self._beating.cancel()
+        try:
+            # Not waited for long: a stop while Redis is unavailable still stops.
+            await asyncio.wait_for(self._leave(), timeout=LEAVING)
+        except (TimeoutError, *DOWN) as exc:
+            logger.warning("Could not tell Redis this worker left (%r): it is taken for dead", exc)
+        finally:
+            await self.redis.aclose()
+
+    async def _leave(self) -> None:
         await self.redis.hdel(self.keys["workers"], self.worker)
         if await self.complete() and not await self.live_workers():
             await self.redis.delete(*self.keys.values())
-        await self.redis.aclose()
 
 
 def _text(value: str | bytes | None) -> str:

@@ -13,6 +13,7 @@ from scrapy_redis.dupefilter import RFPDupeFilter
 from scrapy_redis.scheduler import Scheduler
 
 from ingest.config.masking import mask_url
+from ingest.distributed.unavailable import DOWN, SYNC_PARAMS, Outage
 from ingest.fetching.ids import IdRanges, IdSource
 from ingest.job import is_distributed
 from ingest.listing.walk import PAGE
@@ -82,6 +83,7 @@ class DistributedAddon:
             "DUPEFILTER_CLASS": "scrapy_redis.dupefilter.RFPDupeFilter",
             "SCHEDULER_PERSIST": True,
             "RATELIMIT_BACKEND": "redis",
+            "REDIS_PARAMS": SYNC_PARAMS,
         }.items():
             if (settings.getpriority(name) or 0) <= project:
                 settings.set(name, value, priority="project")
@@ -91,16 +93,25 @@ class JobScheduler(Scheduler):
     """scrapy-redis's scheduler, with its queue and duplicate filter keyed by the job; a
     listing's pages stay with the worker that walks it, in a queue of its own, ahead of
     the shared one: the walk's state is in that worker's memory, and the database says
-    where a successor resumes."""
+    where a successor resumes.
+
+    While Redis is unavailable, nothing comes from the shared queue, the requests for it
+    wait in this worker (pushed once it is back), and the queue counts as not empty: the
+    crawl neither stops nor marks anything meanwhile. A worker that dies then loses what
+    waited; the look for lost ids fetches it.
+    """
 
     crawler: Crawler
     pages: deque[Request]
+    unsent: deque[Request]
+    outage: Outage
 
     @classmethod
     def from_crawler(cls, crawler: Crawler) -> Self:
         scheduler = super().from_crawler(crawler)
         scheduler.crawler = crawler
-        scheduler.pages = deque()
+        scheduler.pages, scheduler.unsent = deque(), deque()
+        scheduler.outage = Outage("the job's queue")
         return scheduler
 
     def open(self, spider: Spider) -> Any:
@@ -115,13 +126,43 @@ class JobScheduler(Scheduler):
         if PAGE in request.meta:
             self.pages.append(request)
             return True
-        return bool(super().enqueue_request(request))
+        if self._push():
+            try:
+                return bool(super().enqueue_request(request))  # False: a duplicate, dropped
+            except DOWN as exc:
+                self.outage.began(exc)
+        self.unsent.append(request)  # behind those that wait already
+        return True
+
+    def _push(self) -> bool:
+        """What waits goes to the shared queue, while Redis takes it; True once none waits."""
+        while self.unsent:
+            try:
+                super().enqueue_request(self.unsent[0])
+            except DOWN as exc:
+                self.outage.began(exc)
+                return False
+            self.unsent.popleft()
+        self.outage.ended()
+        return True
 
     def next_request(self) -> Request | None:
         if self.pages:
             return self.pages.popleft()
-        request: Request | None = super().next_request()
+        self._push()
+        try:
+            request: Request | None = super().next_request()
+        except DOWN as exc:
+            self.outage.began(exc)
+            return None
+        self.outage.ended()
         return request
 
     def has_pending_requests(self) -> bool:
-        return bool(self.pages) or bool(super().has_pending_requests())
+        if self.pages or self.unsent:
+            return True
+        try:
+            return bool(super().has_pending_requests())
+        except DOWN as exc:
+            self.outage.began(exc)
+            return True  # not known: not empty, so that the crawl does not end

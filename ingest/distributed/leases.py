@@ -9,6 +9,8 @@ from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ingest.distributed.unavailable import DOWN
+
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
 
@@ -105,4 +107,5 @@ class Lease:
             renewing.cancel()
             with suppress(asyncio.CancelledError):
                 await renewing
-            await self.release()
+            with suppress(*DOWN):  # unfreed, it runs out
+                await self.release()

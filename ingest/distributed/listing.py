@@ -8,7 +8,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ingest.distributed.coordinator import Coordinator, Patience
+from ingest.distributed.coordinator import Coordinator
 from ingest.distributed.jobs import job_id
 
 if TYPE_CHECKING:
@@ -67,14 +67,11 @@ class SharedListing:
         (the others come from their answers), then, with ``details``, the requests for the
         listed ids as pages commit them; until the listing is walked and every listed id
         queued, by this worker or another."""
-        coordinator = self.coordinator
-        lease, patience = coordinator.seeding, Patience(self.clock)
-        while not await coordinator.seeding_done():
-            if not await coordinator.take_seeding():
-                await coordinator.tell_seeding_wait(patience)
-                await self.sleep(lease.seconds / 3)
-                continue
-            patience.over()
+
+        async def turn() -> AsyncIterator[Request]:
+            """This worker's turn at the walk, its lease renewed meanwhile: to the listing's
+            end (and every listed id queued), or until the lease is lost."""
+            coordinator, lease = self.coordinator, self.coordinator.seeding
             logger.info("Walking the listing for the job's workers")
             async with lease.kept():
                 async for request in walk():
@@ -86,10 +83,15 @@ class SharedListing:
                     await self.sleep(STEP)
                 if not lease.held:
                     logger.warning("The listing's lease ran out: another worker walks it")
-                    continue
+                    return
                 await coordinator.finish_seeding()
                 if details is None:
                     await coordinator.mark_complete()  # a listing's items are stored with it
+
+        async for request in self.coordinator.seeding_turns(
+            turn, clock=self.clock, sleep=self.sleep
+        ):
+            yield request
 
     async def queued(self, details: DetailsFeed) -> AsyncIterator[Request]:
         """The requests for the listed ids, from the place recorded (a successor's: where

@@ -9,7 +9,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ingest.distributed.coordinator import HIGH_WATER, Coordinator, Patience
+from ingest.distributed.coordinator import HIGH_WATER, Coordinator
 from ingest.distributed.jobs import job_id
 from ingest.fetching.worklist import Worklist
 
@@ -71,32 +71,32 @@ class SharedSeeding:
 
     async def feed(self) -> AsyncIterator[tuple[str, str | None]]:
         """The job's ids that need a request, while this worker holds the seeding lease;
-        while another does, none (the lease is tried again every third of its length)."""
+        while another does, none (see :meth:`Coordinator.seeding_turns`)."""
+        async for pair in self.coordinator.seeding_turns(
+            self.seed, clock=self.clock, sleep=self.sleep
+        ):
+            yield pair
+
+    async def seed(self) -> AsyncIterator[tuple[str, str | None]]:
+        """This worker's turn at the seeding: from where the last one recorded, until the
+        ids are all queued, or the lease is lost (another worker then goes on)."""
         coordinator, worklist = self.coordinator, self.worklist
         renew_every = coordinator.seeding.seconds / 3
-        patience = Patience(self.clock)
-        while not await coordinator.seeding_done():
-            if not await coordinator.take_seeding():
-                await coordinator.tell_seeding_wait(patience)
-                await self.sleep(renew_every)
-                continue
-            patience.over()
-            skip = await coordinator.seeded()
-            logger.info("Seeding the job's queue from id number %d", skip + 1)
-            ids = Counted(itertools.islice(iter(self.ids), skip, None))
-            renewed = self.clock()
-            async for id_, state in worklist.todo(ids):
-                while await coordinator.queued() >= HIGH_WATER:
-                    await self.sleep(0.2)
-                    if self.clock() - renewed > renew_every:
-                        break
+        skip = await coordinator.seeded()
+        logger.info("Seeding the job's queue from id number %d", skip + 1)
+        ids = Counted(itertools.islice(iter(self.ids), skip, None))
+        renewed = self.clock()
+        async for id_, state in worklist.todo(ids):
+            while await coordinator.queued() >= HIGH_WATER:
+                await self.sleep(0.2)
                 if self.clock() - renewed > renew_every:
-                    if not await coordinator.take_seeding():
-                        break  # another worker took over, from what it found recorded
-                    await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
-                    renewed = self.clock()
-                worklist.count("ids/scheduled")
-                yield id_, state
-            else:
-                await coordinator.finish_seeding()
-                logger.info("The job's ids are all queued")
+                    break
+            if self.clock() - renewed > renew_every:
+                if not await coordinator.take_seeding():
+                    return  # another worker took over, from what it found recorded
+                await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
+                renewed = self.clock()
+            worklist.count("ids/scheduled")
+            yield id_, state
+        await coordinator.finish_seeding()
+        logger.info("The job's ids are all queued")
