@@ -63,7 +63,7 @@ class Accounts:
         s = settings
 
         def limiter(limits: list[Limit]) -> RateLimiter:
-            return RateLimiter(limits, s.algorithm, s.burst, clock)
+            return RateLimiter(limits, s.algorithm, s.burst, clock, nodelay=s.nodelay)
 
         self.shared = limiter(s.shared_limits)
         self.open = not s.tokens

@@ -55,6 +55,7 @@ class Answer:
     content_type: str | None = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
     wait: float | None = None
+    hold: float = 0.0  # seconds the answer is held (nginx's limit_req without nodelay)
 
 
 # What a proxy in front of an API may answer instead of JSON.

@@ -135,6 +135,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="414 for a URL (path and query) longer than N bytes (default: no limit)",
     )
     args = p.parse_args(argv)
+    if args.burst < 1 and args.algorithm != "nginx":
+        p.error(f"--burst must be at least 1 with --algorithm {args.algorithm}, got {args.burst}")
     if args.retry_after_value is not None and args.retry_after == "none":
         p.error("--retry-after-value needs --retry-after seconds or http-date")
     if unknown := {token for token, _ in args.token_limits or []} - set(args.tokens or []):
@@ -170,7 +172,19 @@ def _quota_flags(group: argparse._ArgumentGroup) -> None:
         help="N/SECONDS[,N/SECONDS...], all applying; or none (default: 100/60)",
     )
     add("--algorithm", choices=ALGORITHMS, default="fixed")
-    add("--burst", type=_number(int, 1), default=1, help="token bucket capacity (default: 1)")
+    add(
+        "--burst",
+        type=_number(int, 0),
+        default=1,
+        help="token bucket capacity, at least 1 (default: 1); nginx: limit_req's burst, 0 too",
+    )
+    add(
+        "--nodelay",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="nginx: answer what the burst lets through at once, as limit_req's nodelay; "
+        "--no-nodelay holds each until its excess has leaked (default: nodelay)",
+    )
     add("--limit-status", type=int, choices=(429, 403), help="default: 429; --dialect github: 403")
     add("--retry-after", choices=("seconds", "http-date", "none"), default="seconds")
     add(

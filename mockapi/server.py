@@ -42,8 +42,8 @@ def create_app(state: MockState, sleep: Sleep = asyncio.sleep) -> web.Applicatio
 
     async def respond(call: Call) -> web.Response:
         answer = state.handle(call)
-        if state.settings.latency > 0:
-            await sleep(state.settings.latency)
+        if state.settings.latency + answer.hold > 0:
+            await sleep(state.settings.latency + answer.hold)
         return web.Response(
             status=answer.status,
             body=answer.body or None,

@@ -77,6 +77,7 @@ class Settings:
     limits: list[Limit] = field(default_factory=lambda: [Limit(100, 60)])
     algorithm: str = "fixed"
     burst: int = 1
+    nodelay: bool = True  # nginx: answer at once what the burst lets through
     limit_status: int = 429
     retry_after: str = "seconds"
     retry_after_value: int | None = None

@@ -113,7 +113,13 @@ class MockState:
             return answer
         if not s.count_304 and (unchanged := self.content.not_modified(call)):
             return unchanged
-        return self._refusal(account, now) or self.content.answer(call)
+        refusal = self._refusal(account, now)
+        if refusal is not None:
+            return refusal
+        answer = self.content.answer(call)
+        if account is not None:
+            answer.hold = account.limiter.delay()
+        return answer
 
     def _refusal(self, account: Account, now: float) -> Answer | None:
         """The answer when this request is not served: early, injected, limited or failed."""

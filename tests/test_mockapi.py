@@ -91,6 +91,58 @@ def test_sliding_log_counts_rejected_requests() -> None:
     assert allowed_at(limiter, clock, [1012.0]) == [True]
 
 
+def test_a_fixed_window_from_the_first_request_resets_a_period_after_it() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter([Limit(3, 10)], "fixed-first", clock=clock)
+    times = [1005.0, 1005.1, 1005.2, 1005.3, 1014.9, 1015.0, 1015.1]
+    assert allowed_at(limiter, clock, times) == [True, True, True, False, False, True, True]
+    assert limiter.wait() == 0.0 and limiter.quota(1016.0).reset_in == pytest.approx(9.0)
+
+
+def test_a_sliding_log_of_accepted_requests_lets_refusals_go_free() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter([Limit(2, 10)], "sliding-accepted", clock=clock)
+    # Unlike a sliding log that counts them, the refusal at 1002 does not hold 1010.5 back.
+    assert allowed_at(limiter, clock, [1000, 1001, 1002, 1010.5]) == [True, True, False, True]
+
+
+def test_haproxys_window_counter_weighs_the_previous_period_by_what_is_left_of_it() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter([Limit(10, 10)], "counter", clock=clock)
+    burst = [1000.0 + i / 10 for i in range(10)]
+    assert allowed_at(limiter, clock, burst) == [True] * 10  # the first period, from 1000
+    # 1010: a new period, the last one's 10 weigh in whole; the refusal counts too.
+    # 1012: 2 + 10 x 0.8 = 10 at most: let through; 1012.1: 3 + 7 = 10; 1012.2: 4 + 7 > 10.
+    times = [1010.0, 1012.0, 1012.1, 1012.2]
+    assert allowed_at(limiter, clock, times) == [False, True, True, False]
+    # With 4 counted in this period (a refusal among them), the next is let through once
+    # the last period's weight is 5 at most: under 6 s of it left, from 1014 on.
+    assert limiter.wait(1012.2) == pytest.approx(1.8 + 0.001)
+
+
+@pytest.mark.parametrize(
+    ("burst", "times", "expected"),
+    [
+        (0, [1000, 1000.05, 1000.1, 1000.15, 1000.2], [True, False, True, False, True]),
+        (2, [1000, 1000.01, 1000.02, 1000.03, 1000.13], [True, True, True, False, True]),
+    ],
+)
+def test_nginx_limit_req_leaks_its_excess_on_a_millisecond_clock(
+    burst: int, times: list[float], expected: list[bool]
+) -> None:
+    clock = FakeClock()
+    limiter = RateLimiter([Limit(10, 1)], "nginx", burst=burst, clock=clock)
+    assert allowed_at(limiter, clock, times) == expected
+
+
+def test_nginx_limit_req_without_nodelay_holds_what_the_burst_let_through() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter([Limit(10, 1)], "nginx", burst=2, clock=clock, nodelay=False)
+    assert allowed_at(limiter, clock, [1000, 1000.01, 1000.02]) == [True, True, True]
+    # Its excess: 0.9 after 1000.01, then 0.9 - 0.1 + 1 = 1.8 requests, at 10 a second.
+    assert limiter.delay() == pytest.approx(0.18)
+
+
 def test_fixed_window_resets_at_the_epoch_aligned_boundary() -> None:
     clock = FakeClock()
     limiter = RateLimiter([Limit(2, 10)], "fixed", clock=clock)

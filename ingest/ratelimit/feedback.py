@@ -174,8 +174,11 @@ class Feedback:
         """A refusal for the rate: learnt from, then one pause for the bucket."""
         if key in self.pauses.key_stats:
             self.stats.inc_value(f"{self.pauses.key_stats[key]}/429")
-        await self.learn(key, sent_at, status, wait)
-        if wait is None and quota is not None and quota.exhausted and quota.reset:
+        lesson = await self.learn(key, sent_at, status, wait)
+        if wait is not None and lesson.hold > wait:
+            # A proxy's fixed Retry-After, shorter than the window the 429 showed.
+            wait, why = lessons.held(wait, lesson), "Retry-After, and the limit inferred"
+        elif wait is None and quota is not None and quota.exhausted and quota.reset:
             wait, why = quota.reset, "quota exhausted until its reset"
         elif wait is None:
             count = self._consecutive_429.get(key, 0) + 1
@@ -225,16 +228,18 @@ class Feedback:
 
     # -------------------------------------------------------------- telling
 
-    async def learn(self, key: str, sent_at: float, status: int, retry_after: float | None) -> None:
+    async def learn(
+        self, key: str, sent_at: float, status: int, retry_after: float | None
+    ) -> lessons.Lesson:
         """Hands the refusal of the request sent at ``sent_at`` to the bucket; one log line
         each time the inferred limit changes, saying from what."""
         lesson = await self.backend.run(key, lessons.limited, sent_at, retry_after, self.clock())
         if not lesson.unexpected:
-            return
+            return lesson
         self.stats.inc_value("ratelimit/429_unexpected")
         if lesson.inferred is None:
             await self.pace(key, f"learned from an unexpected {status}")
-            return
+            return lesson
         found = lesson.inferred
         logger.info(
             "Inferred limit for %s: %s, from the %d to a request sent %.2fs earlier: "
@@ -243,6 +248,7 @@ class Feedback:
             found.sent, found.period, lesson.rejections,
         )  # fmt: skip
         await self.pace(key)
+        return lesson
 
     async def pace(self, key: str, why: str = "", level: int = logging.INFO) -> None:
         """The pace now, and ``why`` (by default: the slowest limit inferred, or the ramp's

@@ -20,6 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 import scrapy
 
 from mockapi.limits import parse_limits
+from tests.benchmarks import fronts
 from tests.benchmarks.clients import (
     AIOLIMITER_CONCURRENCY,
     NAMES,
@@ -57,6 +60,13 @@ class Case:
     about: str
     ids: int | None = None  # ids per run when --ids is not given (else 300)
     workers: int = 1  # more: ingest only, workers of one distributed job (Redis, PostgreSQL)
+    # A real server in front of a mock with no limit, enforcing the limit of `server`:
+    # "nginx:<burst>[:nodelay]" (limit_req) or "haproxy:<Retry-After>" (a stick table).
+    front: str | None = None
+
+    @property
+    def served_by(self) -> str:
+        return self.front.split(":", 1)[0] if self.front else "mock"
 
     def ideal(self, n: int) -> float:
         """The span of `n` requests evenly spaced at the slowest of the server's limits."""
@@ -72,7 +82,37 @@ def nominal(*flags: str) -> tuple[str, ...]:
     return ("--limit", NOMINAL, *flags)
 
 
+# The unknown limit found: 400 ids, auto, 100 per 10 s, against each family of limiter.
+DISCOVERY = {
+    f"discover-{name}": Case("auto", nominal(*flags), f"auto, {about}", 400, front=front)
+    for name, (flags, about, front) in {
+        "nginx-burst5": ((), "nginx limit_req 600r/m burst=5", "nginx:5"),
+        "nginx-burst5-nodelay": ((), "nginx limit_req 600r/m burst=5 nodelay", "nginx:5:nodelay"),
+        "haproxy-retry5": ((), "HAProxy http_req_rate(10s) gt 100, Retry-After: 5", "haproxy:5"),
+        "fixed": (("--algorithm", "fixed"), "mock fixed windows (epoch)", None),
+        "fixed-first": (("--algorithm", "fixed-first"), "mock fixed windows from the first", None),
+        "sliding": (("--algorithm", "sliding"), "mock sliding log, refusals counted", None),
+        "sliding-accepted": (("--algorithm", "sliding-accepted"), "mock sliding log", None),
+        "counter": (("--algorithm", "counter"), "mock sliding window counter", None),
+        "leaky-burst5": (
+            ("--algorithm", "nginx", "--burst", "5", "--no-nodelay"),
+            "mock leaky bucket",
+            None,
+        ),
+        "token-burst5": (("--algorithm", "token", "--burst", "5"), "mock token bucket", None),
+        "token": (("--algorithm", "token", "--burst", "1"), "mock token bucket, burst 1", None),
+    }.items()
+}
+
+
 CASES = {
+    **DISCOVERY,
+    "auto-3-workers-haproxy": Case(
+        "auto", nominal(), "auto, 3 workers, HAProxy 100/10 Retry-After: 5", 400, 3, "haproxy:5"
+    ),
+    "nginx-burst0": Case(
+        NOMINAL, nominal(), "configured right, nginx 600r/m burst=0", 300, front="nginx:0:nodelay"
+    ),
     "fixed": Case(NOMINAL, nominal("--algorithm", "fixed"), "fixed windows aligned on the epoch"),
     "sliding": Case(
         NOMINAL, nominal("--algorithm", "sliding"), "sliding log, rejected requests count"
@@ -141,6 +181,7 @@ CASES = {
 }
 COLUMNS = (
     "case",
+    "server",
     "client",
     "outcome",
     "span s",
@@ -149,6 +190,7 @@ COLUMNS = (
     "after 1st 429",
     "from its window",
     "efficiency",
+    "second half",
     "503s",
     "requests",
     "ids lost",
@@ -171,7 +213,12 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
     """One run of `client` against a fresh mock API for `case`: a table row."""
     ids = f"1-{n}"
     ideal = case.ideal(n)
-    with tempfile.TemporaryDirectory(prefix="pacing-") as workdir, MockAPI(*case.server) as api:
+    server = ("--limit", "none") if case.front else case.server
+    with (
+        tempfile.TemporaryDirectory(prefix="pacing-") as workdir,
+        MockAPI(*server) as mock,
+        front_of(case, mock) as api,
+    ):
         if case.workers > 1:
             result, logs = run_workers(case, api, ids, Path(workdir), timeout_for(ideal))
         else:
@@ -190,6 +237,7 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
     window = from_its_window(record, case)
     return [
         name,
+        case.served_by,
         client,
         outcome(result),
         f"{took:.1f}",
@@ -198,6 +246,7 @@ def measure(case: Case, name: str, client: str, n: int) -> list[str]:
         "—" if after is None else f"{after:.3f}",
         "—" if window is None else f"{window:.3f}",
         f"{ideal / took:.3f}" if took else "—",
+        "—" if (half := second_half(record, case.per_second())) is None else f"{half:.3f}",
         str(seen[503]),
         str(len(record)),
         str(n - len(answered)),
@@ -220,8 +269,29 @@ def summary_share(logs: list[Path]) -> str:
     return f"{max(shares):.1f}%" if shares else "—"
 
 
+@contextmanager
+def front_of(case: Case, mock: MockAPI) -> Iterator[Any]:
+    """The server the client talks to, and whose record judges it: the mock API, or a real
+    limiter in front of it enforcing the case's limit."""
+    if case.front is None:
+        yield mock
+        return
+    kind, *how = case.front.split(":")
+    limits = parse_limits(case.server[case.server.index("--limit") + 1])
+    limit = limits[0]
+    if kind == "nginx":
+        per_minute = round(60 * limit.count / limit.period)
+        with fronts.nginx(mock.port, per_minute, int(how[0]), nodelay="nodelay" in how) as front:
+            yield front
+    else:
+        with fronts.haproxy(
+            mock.port, limit.count, round(limit.period), retry_after=int(how[0])
+        ) as front:
+            yield front
+
+
 def run_workers(
-    case: Case, api: MockAPI, ids: str, workdir: Path, timeout: float
+    case: Case, api: Any, ids: str, workdir: Path, timeout: float
 ) -> tuple[Result, list[Path]]:
     """`case.workers` ingest workers of one distributed job, started together, with a
     redis-server and a PostgreSQL database of their own: the result and each worker's log."""
@@ -269,6 +339,17 @@ def after_first_429(record: list[dict[str, Any]], per_second: float) -> float | 
     return served / (last - first) / per_second if last > first else None
 
 
+def second_half(record: list[dict[str, Any]], per_second: float) -> float | None:
+    """Requests answered (not 429) in the second half of the span, per second, as a share
+    of the server's limit: the pace the run settled at, its discovery behind it."""
+    if len(record) < 2:
+        return None
+    first, last = record[0]["t"], record[-1]["t"]
+    half = (first + last) / 2
+    served = sum(1 for e in record if e["t"] >= half and e["status"] != 429)
+    return served / (last - half) / per_second if last > half else None
+
+
 def outcome(result: Result) -> str:
     if result.timed_out:
         return "timeout"
@@ -277,7 +358,7 @@ def outcome(result: Result) -> str:
 
 def markdown(rows: list[list[str]]) -> str:
     widths = [max(len(row[i]) for row in [list(COLUMNS), *rows]) for i in range(len(COLUMNS))]
-    left = {"case", "client", "outcome"}
+    left = {"case", "server", "client", "outcome"}
 
     def line(cells: list[str] | tuple[str, ...]) -> str:
         padded = [
@@ -345,6 +426,11 @@ def report(
         "fresh mock API process (`python -m mockapi`). Every figure except the outcome "
         "and the last four columns comes from the server's record of the requests it received.",
         "",
+        "- **server**: whose record judges the row: `mock`, the mock API's own limiter; "
+        "`nginx` (`limit_req`) or `haproxy` (a stick table's `http_req_rate`), a real "
+        "limiter started by the benchmark in front of a mock API with no limit of its own, "
+        "configured as its documentation describes (tests/benchmarks/fronts.py), its "
+        "access log the record.",
         "- **span**: first request to last, as the server saw them.",
         "- **ideal** = (n - 1) x period / count for the server's real limit; with several "
         "limits, the largest of these, i.e. the span of n requests evenly spaced at the "
@@ -359,6 +445,8 @@ def report(
         "early is followed by a wait to its end that the first figure counts, not the "
         "requests that spent it.",
         "- **efficiency** = ideal / span: against smooth pacing at the slowest limit.",
+        "- **second half**: requests answered (not 429) from the middle of the span to its "
+        "end, per second, as a share of the slowest limit: the pace a run settled at.",
         "- **ids lost**: ids the server never answered 200 or 404.",
         "- **done (client)**: ids the client itself reports done (ingest: `stored` and "
         "`not_found` rows in its SQLite database); — when it was killed or failed.",

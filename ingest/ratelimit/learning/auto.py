@@ -11,27 +11,36 @@ if TYPE_CHECKING:
     from ingest.ratelimit.pacing.state import BucketState
 
 
-# The ramp: each step held HOLD seconds (so that the short windows of the server's
-# possible limits are seen full at that pace, and refuted by history if they are not
-# the limit), the pace times GROWTH at each step. Slower growth spends less of a fixed
-# window's quota before its end (the pause after the first 429 is shorter) but takes
-# longer to get there; measured against fixed, sliding and token limits, this was the
-# best of 1.1 to 1.5 every 1 to 3 s.
-HOLD = 2.0
-GROWTH = 1.35
+# The ramp, a slow start: the pace doubles (GROWTH) every HOLD seconds until the first
+# 429. A window or a bucket empty at the start lets a burst through before it, which the
+# ramp spends rather than waits for; one pause then stops every request, and those in
+# flight at that moment are few. Measured against every family of limiter servers keep
+# (tests/benchmarks/auto_sim.py), this reached the limit in a few seconds where a ramp of
+# x1.35 every 2 s took a third of a short run.
+HOLD = 0.5
+GROWTH = 2.0
 # ... and only when at least USED of the pace's sends were made in the step: the ramp
 # stops well above the pace a crawl held back by something else reaches.
 USED = 0.7
 # The ramp's 429 leaves the limit uncertain (on a monotone ramp every window is at its
 # fullest, and the one that explains the 429 best may not be the server's): unless it
 # is round and the server's Retry-After named the wait it predicts, the limit inferred
-# from it climbs, additively, by CLIMB of itself every HOLD seconds until the next
-# 429, whose inference, made from a pace held near the limit, is taken instead.
+# from it climbs, additively, by CLIMB of itself every CLIMB_HOLD seconds until the next
+# 429, whose inference, made from a pace held near the limit, is taken instead. A token
+# bucket inferred from a later 429 (an estimate to a few percent, often under) climbs
+# back the same way, up to CAP of the pace the server refused: a slower hypothesis is
+# refuted by the server accepting a faster pace, not only replaced by a slower one.
 CLIMB = 0.1
-# A limit read from the ramp's 429 that is not round is most often a window at its
-# fullest on that ramp, slower than the server's limit (a token bucket of 10/s with a
-# burst reads as 72/10): its climb starts HALFWAY from it to the pace of the ramp's
-# step before the refused one, which the server took whole.
+CLIMB_HOLD = 1.0
+CAP = 0.975
+ROOM = 0.01  # under this much room between the estimate and its cap, no climb
+# A rate spread over the ramp and the wait its 429 named climbs by SPAN_CLIMB of itself up
+# to SPAN_CAP times itself.
+SPAN_CLIMB, SPAN_CAP = 0.1, 1.5
+# A limit read from the ramp's 429 that is neither round nor named by the Retry-After is
+# most often a window at its fullest on that ramp, slower than the server's limit (a
+# token bucket of 10/s with a burst reads as 72/10): its climb starts HALFWAY from it to
+# the pace of the ramp's step before the refused one, which the server took whole.
 HALFWAY = 0.5
 # After this long without an unexpected 429 (and PROBE_PERIODS of the inferred
 # limit's period), the inferred limits grow by PROBE_STEP of themselves (one at least).
@@ -55,11 +64,11 @@ def ramp(state: BucketState, now: float) -> bool:
     return True
 
 
-def in_use(state: BucketState, pace: float, now: float) -> bool:
-    """Whether the last HOLD seconds (but a pause) saw at least USED of the sends
+def in_use(state: BucketState, pace: float, now: float, hold: float = HOLD) -> bool:
+    """Whether the last ``hold`` seconds (but a pause) saw at least USED of the sends
     ``pace`` allowed: a crawl held back by something else (its concurrency, a slow
     server) says nothing of the limit at a faster pace."""
-    since, count = max(now - HOLD, state.paused_until), 0
+    since, count = max(now - hold, state.paused_until), 0
     for t in reversed(state.sends):
         if t <= since:
             break
@@ -89,13 +98,22 @@ def start_climb(state: BucketState, found: Inference, sent_at: float) -> None:
 
 
 def climb(state: BucketState, now: float) -> bool:
-    """Raise the limits inferred from the ramp's 429 a step, HOLD seconds after the
-    last; True if they changed."""
-    if not state.climbing or now - state.ramped < HOLD:
+    """Raise the limits inferred a step, CLIMB_HOLD seconds after the last, up to the cap
+    if there is one; True if they changed."""
+    if not state.climbing or now - state.ramped < CLIMB_HOLD:
         return False
     state.ramped = now
-    if not in_use(state, min(entry[0] / entry[1] for entry in state.inferred), now):
+    slowest = min(entry[0] / entry[1] for entry in state.inferred)
+    if not in_use(state, slowest, now, CLIMB_HOLD):
         return False
+    if state.climb_cap and slowest + state.climbing >= state.climb_cap:
+        scale = state.climb_cap / slowest
+        state.climbing = 0.0  # the last step: held there
+        if scale <= 1:
+            return False
+        for entry in state.inferred:
+            entry[0] = max(entry[0], math.floor(entry[0] * scale))
+        return True
     for entry in state.inferred:
         entry[0] += climbed(state.climbing, entry[1])
     return True

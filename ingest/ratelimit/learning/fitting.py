@@ -19,6 +19,9 @@ LEAST, RECORD = 10, 1024
 STEP, SLOWEST = 0.005, 0.5
 PERIOD = 10.0
 UNDER, ROUNDED = 0.95, 0.97
+# A bucket of at most this burst is read under the pace it refused by UNDER, not at its
+# rate: the one reading a climb back may refute.
+PINNED = 2
 
 
 def record_of(seen: Sequence[float], since: float) -> list[float]:
@@ -62,6 +65,14 @@ def fastest(
             return limit, burst, len(record)
         rate *= 1 - STEP
     return None
+
+
+def pace_at(seen: Sequence[float], at: float) -> float | None:
+    """Requests a second the last LEAST sends up to ``at`` went at; None with fewer."""
+    upto = [t for t in seen[-(2 * RECORD) :] if t <= at][-LEAST:]
+    if len(upto) < LEAST or upto[-1] <= upto[0]:
+        return None
+    return (LEAST - 1) / (upto[-1] - upto[0])
 
 
 def least_burst(

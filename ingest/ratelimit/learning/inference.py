@@ -26,19 +26,21 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 
 from ingest.ratelimit.learning import fitting
+from ingest.ratelimit.learning.windows import KINDS, ROUND, Inference, Record, hypothesis, refuses
 
 # Candidate window lengths, seconds. Limits are quoted per second, minute and hour, but
 # also per 2, 5, 10, 15 or 30 seconds, 2, 5, 10 or 15 minutes: a length that is not a
 # candidate is read as a longer one (150/30 as about 150/60), which paces too slowly.
 WINDOWS = (1.0, 2.0, 5.0, 10.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 900.0, 3600.0)
-KINDS = ("sliding", "fixed")
 # Retry-After is whole seconds, rounded up; the clocks at both ends differ a little.
 TOLERANCE = 1.0
 # A hypothesis whose window stays full longer than Retry-After (plus this, for the way
 # to the server) is refuted whatever else is said: rounded up, the header is never short.
+# At a ramp's 429, TOLERANCE instead: a proxy's fixed Retry-After may fall a little short
+# of the window's wait.
 SOONER = 0.1
 # Of hypotheses this close to the fastest, the one with the longest window is taken: a
 # ramp's last seconds make every short window look a little faster than it is.
@@ -47,37 +49,14 @@ NEAR = 0.9
 # least this fast: one that agrees only with much slower ones is more likely a proxy's
 # fixed answer than a coincidence of the server's windows.
 AGREEING = 0.8
-# People set limits in round numbers: a fixed window's count, which the server counts
-# exactly as we do, that is a multiple of ROUND and agrees with the Retry-After is
+# People set limits in round numbers (windows.ROUND): a fixed window's count, which the
+# server counts exactly as we do, that is round and agrees with the Retry-After is
 # believed even when it is much slower; of near hypotheses, a round one is preferred.
-ROUND = 5
 # ... when at least 1/FRESH as many sends went before its window as in it.
 FRESH = 10
-
-
-@dataclass(frozen=True, slots=True)
-class Inference:
-    """At most ``limit`` requests per ``period`` seconds (``kind``: sliding, fixed or
-    token), as read from the window that held ``sent`` sends when the request sent at
-    ``at`` was refused."""
-
-    limit: int
-    period: float
-    kind: str
-    sent: int
-    at: float
-    burst: int = 0  # a token bucket's, at least
-    start: float = -math.inf  # when the window that held ``sent`` began
-    wait: float = math.nan  # how long the server would refuse after ``at``, by it
-
-    @property
-    def per_second(self) -> float:
-        return self.limit / self.period
-
-    @property
-    def round(self) -> bool:
-        """Limits are set by people: 100, 150, 5000, rarely 97."""
-        return self.limit % ROUND == 0
+# Against a configured pace, a window reaching back before the first send is believed
+# when its limit is at least this share of the pace (or the Retry-After names its wait).
+ALMOST = 0.8
 
 
 def infer(
@@ -93,6 +72,9 @@ def infer(
     periods: Collection[float] = (),
     resumed: float = -math.inf,
     refused: Sequence[float] = (),
+    origin: float | None = None,
+    ramp: bool = False,
+    pace: float = math.inf,
 ) -> Inference | None:
     """The fastest limit that explains the refusal of the request sent at ``at`` and
     every acceptance before it; None if none does.
@@ -103,19 +85,28 @@ def infer(
     windows are aligned on; ``buckets``: also consider a token bucket (only once the
     record holds more than one 429: before, a bucket just under the pace of the
     moment, with the burst the last seconds spent, always explains it); ``periods``:
-    the configured rates' periods, preferred when a hypothesis of that period survives;
+    the configured rates' periods, preferred when a hypothesis of that period survives
+    (``pace``: the configured pace, requests a second);
     ``resumed``: when the last pause ended (with ``periods``, a window holding it is not
-    judged); ``refused``: the sends of the 429s learnt from before this one.
+    judged); ``refused``: the sends of the 429s learnt from before this one; ``origin``:
+    the first send the server saw from us, which windows following each other from it
+    (fixed-first, counter) start at (by default the first send, if the record holds it);
+    ``ramp``: the refusal ended a ramp from the first send, when a window that agrees with
+    a Retry-After of more than a second is believed first, however slow (the ramp made
+    its last seconds the fastest: every short window looks fast).
     """
     end = bisect_right(sends, at)
     if end == 0:
         return None
     seen = sends[:end]
     accepted = [t for t in seen if t != at and t not in rejected]
+    if origin is None and since == -math.inf:
+        origin = seen[0]
+    record = Record(seen, accepted, since, offset, origin)
     survivors: list[tuple[Inference, float]] = []
     for w in windows:
         for kind in KINDS:
-            found = _hypothesis(kind, w, seen, accepted, at=at, since=since, offset=offset)
+            found = hypothesis(kind, w, record, at)
             if found is not None:
                 survivors.append(found)
     bucket = buckets and fitting.fastest(
@@ -128,31 +119,20 @@ def infer(
     if retry_after is not None:
         # A server that says "come back sooner" than a hypothesis would let it refutes
         # that hypothesis; one that says "later" may be a proxy adding its own wait.
-        survivors = [(h, w) for h, w in survivors if w <= retry_after + SOONER]
+        slack = TOLERANCE if ramp else SOONER
+        survivors = [(h, w) for h, w in survivors if w <= retry_after + slack]
     if not survivors:
         return None
-    survivors = _explaining_earlier(
-        survivors, seen, accepted, rejected, refused, at=at, offset=offset, since=since
-    )
-    # The periods configured: a rate is more often documented with the right period and
-    # the wrong count than the other way round. If none of them explains the 429, a
-    # window reaching back before the first send (which holds every send so far, and
-    # would explain any 429) is not believed against a rate configured: a lone 429 at
-    # the configured rate is timing noise more often than a limit that slow.
-    if periods:
-        # And a fixed window is believed only once a whole one before it was seen: at
-        # the configured pace, the part of a window before a lone 429 explains it as well;
-        # no window that holds a pause is (its count is low because we waited).
-        survivors = [
-            (h, w)
-            for h, w in survivors
-            if h.start >= resumed
-            and (h.kind != "fixed" or h.start - h.period >= max(seen[0], resumed))
-        ]
-        preferred = [(h, w) for h, w in survivors if h.period in periods]
-        survivors = preferred or [(h, w) for h, w in survivors if h.start > seen[0]]
-        if not survivors:
-            return None
+    survivors, confirmed = _explaining_earlier(survivors, record, rejected, refused, at=at)
+    if ramp and (told := _told(survivors, seen[0], retry_after)):
+        h, w = told
+        return replace(h, wait=w, confirmed=confirmed)
+    if periods and not (
+        survivors := _configured(
+            survivors, periods, first=seen[0], resumed=resumed, retry_after=retry_after, pace=pace
+        )
+    ):
+        return None
     fastest = max(h.per_second for h, _ in survivors)
     if retry_after is not None:
         agreeing = [(h, w) for h, w in survivors if abs(whole(w) - retry_after) <= TOLERANCE]
@@ -163,7 +143,74 @@ def infer(
             survivors = agreeing
             fastest = max(h.per_second for h, _ in survivors)
     near = [(h, w) for h, w in survivors if h.per_second >= NEAR * fastest]
-    return max((replace(h, wait=w) for h, w in near), key=_preferred)
+    return max((replace(h, wait=w, confirmed=confirmed) for h, w in near), key=_preferred)
+
+
+def _configured(
+    survivors: list[tuple[Inference, float]],
+    periods: Collection[float],
+    *,
+    first: float,
+    resumed: float,
+    retry_after: float | None,
+    pace: float,
+) -> list[tuple[Inference, float]]:
+    """The survivors believed against a rate configured. No window reaching back before
+    the ``first`` send (which holds every send so far, and would explain any 429) unless
+    it is of a period configured and the server's Retry-After (of more than a second)
+    names its wait or it is at least ALMOST as fast as the configured ``pace``: a lone
+    429 at the configured rate is timing noise (a bucket with no burst) more often than a
+    limit that much slower. A fixed window only once a whole one before it was seen (at
+    the configured pace, the part of a window before a lone 429 explains it as well); no
+    window that holds a pause (its count is low because we waited, ``resumed``). Of
+    those, the periods configured if any: a rate is more often documented with the right
+    period and the wrong count than the other way round."""
+
+    def believed(h: Inference, w: float) -> bool:
+        if h.start > first:
+            return True
+        if h.period not in periods:
+            return False
+        if h.per_second >= ALMOST * pace:
+            return True
+        return (
+            retry_after is not None
+            and retry_after > TOLERANCE
+            and abs(whole(w) - retry_after) <= TOLERANCE
+        )
+
+    survivors = [
+        (h, w)
+        for h, w in survivors
+        if h.start >= resumed
+        and (not h.kind.startswith("fixed") or h.start - h.period >= max(first, resumed))
+        and believed(h, w)
+    ]
+    preferred = [(h, w) for h, w in survivors if h.period in periods]
+    return preferred or survivors
+
+
+def _told(
+    survivors: list[tuple[Inference, float]], first: float, retry_after: float | None
+) -> tuple[Inference, float] | None:
+    """Of the hypotheses that agree with a Retry-After of more than a second: a round
+    limit first, then a window that held every send since the ``first`` (nothing before
+    it hides a part of its count), then the one whose wait is the one said, then the
+    fastest. None if none agrees."""
+    if retry_after is None or retry_after <= TOLERANCE:
+        return None
+    told = [(h, w) for h, w in survivors if abs(whole(w) - retry_after) <= TOLERANCE]
+    if not told:
+        return None
+    return max(
+        told,
+        key=lambda hw: (
+            hw[0].round,
+            hw[0].start <= first,
+            whole(hw[1]) == retry_after,
+            hw[0].per_second,
+        ),
+    )
 
 
 def _preferred(h: Inference) -> tuple[bool, bool, float, bool, float]:
@@ -176,7 +223,7 @@ def _preferred(h: Inference) -> tuple[bool, bool, float, bool, float]:
 def _counted(h: Inference, seen: Sequence[float]) -> bool:
     """A fixed window that began well after the first send: its count is not merely
     every send so far (which, at the first 429, any window reaching back that far holds)."""
-    return h.kind == "fixed" and bisect_left(seen, h.start) * FRESH >= h.sent
+    return h.kind.startswith("fixed") and bisect_left(seen, h.start) * FRESH >= h.sent
 
 
 def whole(seconds: float) -> int:
@@ -184,109 +231,28 @@ def whole(seconds: float) -> int:
     return max(1, math.ceil(seconds - 1e-9))
 
 
-def _hypothesis(
-    kind: str,
-    w: float,
-    seen: Sequence[float],
-    accepted: Sequence[float],
-    *,
-    at: float,
-    since: float,
-    offset: float,
-) -> tuple[Inference, float] | None:
-    """The hypothesis of this kind and length, with the wait it predicts, or None if
-    the record cannot judge it or history refutes it."""
-    if kind == "sliding":
-        start = at - w
-        if start < since:
-            return None
-        first = bisect_right(seen, start)
-        count = len(seen) - first
-        limit = count - 1
-        if limit < 1 or _sliding_exceeded(seen, accepted, w, limit):
-            return None
-        # The server's log is full until its oldest entries leave.
-        wait = seen[min(first + 1, len(seen) - 1)] + w - at
-    else:
-        start = _window_start(at, w, offset)
-        if start < since:
-            return None
-        count = len(accepted) - bisect_left(accepted, start)
-        limit = count
-        if limit < 1 or _fixed_exceeded(accepted, w, limit, offset):
-            return None
-        wait = start + w - at
-    return Inference(limit, w, kind, count, at, start=start), wait
-
-
 def _explaining_earlier(
     survivors: list[tuple[Inference, float]],
-    seen: Sequence[float],
-    accepted: Sequence[float],
+    record: Record,
     rejected: Collection[float],
     refused: Sequence[float],
     *,
     at: float,
-    offset: float,
-    since: float,
-) -> list[tuple[Inference, float]]:
+) -> tuple[list[tuple[Inference, float]], bool]:
     """One limit behind every 429 is likelier than one for each: of the survivors, those
     that would have refused the earlier sends ``refused`` too (those the record holds,
     within a send: the server saw them a little later or sooner than they left), if one
-    of them is near the fastest (AGREEING); else all of them."""
-    refused = [t for t in refused if since <= t < at]
+    of them is near the fastest (AGREEING), and True; else all of them, and False."""
+    refused = [t for t in refused if record.since <= t < at]
 
     def refuses_all(h: Inference) -> bool:
         if h.kind == "token":
-            record = fitting.record_of(seen, since)
-            return fitting.refuses_all(record, rejected, h.per_second, h.burst, refused)
-        for t in refused:
-            if h.kind == "sliding":
-                count = bisect_right(seen, t) - bisect_right(seen, t - h.period)
-            else:  # itself and the accepted ones before it in its window
-                start = _window_start(t, h.period, offset)
-                count = 1 + bisect_left(accepted, t) - bisect_left(accepted, start)
-            if count < h.limit:
-                return False
-        return True
+            sends = fitting.record_of(record.seen, record.since)
+            return fitting.refuses_all(sends, rejected, h.per_second, h.burst, refused)
+        return all(refuses(h, t, record) for t in refused)
 
     every = [(h, w) for h, w in survivors if refuses_all(h)] if refused else []
     fastest = max(h.per_second for h, _ in survivors)
     if every and max(h.per_second for h, _ in every) >= AGREEING * fastest:
-        return every
-    return survivors
-
-
-def _window_start(t: float, w: float, offset: float) -> float:
-    """When the epoch-aligned window of ``w`` seconds that holds ``t`` began."""
-    return math.floor((t + offset) / w) * w - offset
-
-
-def _sliding_exceeded(
-    seen: Sequence[float], accepted: Sequence[float], w: float, limit: int
-) -> bool:
-    """Whether some accepted send found more than ``limit`` sends in the ``w`` seconds
-    ending with it (sends refused before it counted too)."""
-    lo = hi = 0
-    for t in accepted:
-        while hi < len(seen) and seen[hi] <= t:
-            hi += 1
-        while seen[lo] <= t - w:
-            lo += 1
-        if hi - lo > limit:
-            return True
-    return False
-
-
-def _fixed_exceeded(accepted: Sequence[float], w: float, limit: int, offset: float) -> bool:
-    """Whether some epoch-aligned window of ``w`` seconds held more than ``limit``
-    accepted sends."""
-    window, count = None, 0
-    for t in accepted:
-        current = math.floor((t + offset) / w)
-        if current != window:
-            window, count = current, 0
-        count += 1
-        if count > limit:
-            return True
-    return False
+        return every, True
+    return survivors, False

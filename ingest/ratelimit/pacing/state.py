@@ -39,6 +39,7 @@ class BucketState:
     # auto: requests a second the limit read from the ramp's 429 gains at each step of
     # its climb, until the next 429 (0: not climbing)
     climbing: float = 0.0
+    climb_cap: float = 0.0  # requests a second the climb stops at (0: none)
     refusals: list[float] = field(default_factory=list)  # the last unexpected 429s' sends
     rejected: deque[float] = field(default_factory=lambda: deque(maxlen=REJECTED_KEPT))
 
