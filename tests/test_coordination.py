@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from ingest.distributed.coordinator import HEARTBEAT, LEASE, PATIENCE, Coordinator
+from ingest.distributed.coordinator import HEARTBEAT, HIGH_WATER, LEASE, PATIENCE, Coordinator
 from ingest.distributed.seeding import SharedSeeding
 from ingest.distributed.worker import settle
 from ingest.fetching.ids import parse_ids
@@ -193,5 +193,40 @@ def test_ids_pending_with_no_seeder_and_every_worker_idle_are_queued_within_a_he
         assert await a.seeding_done()  # the look queued every id: that was the seeding
         assert not a.finished
         await close(a, b)
+
+    run(scenario)
+
+
+def test_seeding_fills_the_queue_to_its_high_water_in_requests_of_several_ids(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # Two requests' room left in the queue, 100 ids a request (queued, as the spider
+    # does, once 100 ids are fed): 200 ids go, then the seeding waits (on the fake clock)
+    # for the queue to shorten.
+    async def scenario() -> None:
+        a = worker(redis_url, "a")
+        queue = a.keys["queue"]
+        await a.redis.zadd(queue, {f"request-{n}": n for n in range(HIGH_WATER - 2)})
+        ids = parse_ids("1-1000")
+        ledger = Ledger.from_url(f"sqlite:///{tmp_path}/x.db")
+        clock = FakeClock()
+        seeding = SharedSeeding(
+            ids, Worklist(ids, ledger, lambda *_: None), a,
+            clock=clock, sleep=clock.sleep, per_request=lambda: 100,
+        )  # fmt: skip
+        fed = []
+        feed = seeding.feed()
+        async for id_, _ in feed:
+            if clock.slept:
+                break
+            fed.append(id_)
+            if len(fed) % 100 == 0:
+                await a.redis.zadd(queue, {f"batch-{len(fed)}": 0})
+        await feed.aclose()
+        assert fed == [str(n) for n in range(1, 201)]
+        assert clock.slept[0] == 0.2
+        await a.redis.delete(*a.keys.values())
+        await close(a)
+        await ledger.close()
 
     run(scenario)

@@ -56,9 +56,11 @@ class SharedSeeding:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        per_request: Callable[[], int] = lambda: 1,
     ) -> None:
+        """``per_request``: how many ids one request asks for now (the batch size)."""
         self.ids, self.worklist, self.coordinator = ids, worklist, coordinator
-        self.clock, self.sleep = clock, sleep
+        self.clock, self.sleep, self.per_request = clock, sleep, per_request
         self.job = coordinator.job
 
     @classmethod
@@ -67,7 +69,10 @@ class SharedSeeding:
         assert run.ids is not None and isinstance(run.worklist, Worklist)
         assert job.redis_url is not None
         key = job_id(job.api_url, run.ids, job.storing.database_url)
-        return cls(run.ids, run.worklist, Coordinator.from_url(job.redis_url, key, run.id))
+        coordinator = Coordinator.from_url(job.redis_url, key, run.id)
+        if job.batching is None:
+            return cls(run.ids, run.worklist, coordinator)
+        return cls(run.ids, run.worklist, coordinator, per_request=lambda: run.requests.sizer.size)
 
     async def feed(self) -> AsyncIterator[tuple[str, str | None]]:
         """The job's ids that need a request, while this worker holds the seeding lease;
@@ -86,11 +91,16 @@ class SharedSeeding:
         logger.info("Seeding the job's queue from id number %d", skip + 1)
         ids = Counted(itertools.islice(iter(self.ids), skip, None))
         renewed = self.clock()
+        room = 0  # ids that may go before the queue's length is read again
         async for id_, state in worklist.todo(ids):
-            while await coordinator.queued() >= HIGH_WATER:
-                await self.sleep(0.2)
-                if self.clock() - renewed > renew_every:
+            # The length read once per room's worth of ids, not once an id: a round trip
+            # each id was most of the job's Redis commands.
+            while room <= 0:
+                room = (HIGH_WATER - await coordinator.queued()) * self.per_request()
+                if room > 0 or self.clock() - renewed > renew_every:
                     break
+                await self.sleep(0.2)
+            room -= 1
             if self.clock() - renewed > renew_every:
                 if not await coordinator.take_seeding():
                     return  # another worker took over, from what it found recorded
