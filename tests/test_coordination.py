@@ -230,3 +230,36 @@ def test_seeding_fills_the_queue_to_its_high_water_in_requests_of_several_ids(
         await ledger.close()
 
     run(scenario)
+
+
+def test_a_worker_that_takes_a_request_while_it_settles_is_idle_again_after_it(
+    redis_url: str,
+) -> None:
+    # Its engine took a request from the shared queue while it waited at idle, and said
+    # it was busy. Once that request is done, the worker is idle again for every worker:
+    # the look is made, not waited for by all of them forever.
+    async def scenario() -> None:
+        a, b = worker(redis_url, "a"), worker(redis_url, "b")
+        await a.finish_seeding()
+        await b.beat()  # b is busy: a waits
+        clock, engine_busy = FakeClock(), [False]
+
+        async def look() -> int:
+            return 0  # nothing without an outcome: the job is complete
+
+        def settling() -> Any:
+            return settle(a, look, clock=clock, sleep=clock.sleep, working=lambda: engine_busy[0])
+
+        first = asyncio.ensure_future(settling())
+        await asyncio.sleep(0.05)
+        engine_busy[0] = True  # a request reached its downloader:
+        await a.set_idle(False)  # as Worker.busy says
+        assert await asyncio.wait_for(first, timeout=10) == 0 and not a.finished
+        engine_busy[0] = False  # the request done, the engine idle again;
+        await b.set_idle(True)  # b idle too
+        assert await asyncio.wait_for(settling(), timeout=10) == 0  # else: the stall
+        assert a.finished and await b.complete()
+        await a.redis.delete(*a.keys.values())
+        await close(a, b)
+
+    run(scenario)

@@ -32,6 +32,7 @@ async def settle(
     *,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    working: Callable[[], bool] = lambda: False,
 ) -> int:
     """This worker is idle: wait for work, or for the job to be complete.
 
@@ -42,12 +43,17 @@ async def settle(
     Redis lost where it was; the look queues every id without an outcome, which is the
     seeding.) Waiting longer than
     :data:`~ingest.distributed.coordinator.PATIENCE`, it says in the log what for, and
-    again as often.
+    again as often. Should this worker's engine take a request meanwhile (``working``: it
+    took one from the shared queue itself, and said it was busy), it returns: its next
+    idle settles again, idle once more (else it would stay "busy" to every worker, and
+    the job wait for it forever).
     """
     with suppress(*DOWN):  # the heartbeat says it anyway
         await coordinator.set_idle(True)
     patience = Patience(clock)
     while True:
+        if working():
+            return 0
         try:
             if await coordinator.complete():
                 coordinator.finished = True
@@ -116,7 +122,14 @@ class Worker(IdleLook):
         async def room() -> None:
             await coordinator.room(asyncio.sleep)  # the shared queue kept short
 
-        return await settle(coordinator, lambda: queue_lost(self.crawler, self.run, room))
+        def working() -> bool:
+            engine = self.crawler.engine
+            return engine is not None and not engine.spider_is_idle()
+
+        async def look() -> int:
+            return await queue_lost(self.crawler, self.run, room)
+
+        return await settle(coordinator, look, working=working)
 
     def finished(self, scheduled: int | None) -> bool:
         return self.coordinator.finished
