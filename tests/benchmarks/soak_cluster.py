@@ -120,6 +120,9 @@ class Incarnation:
     writes: tuple[float, float] = (0.0, 0.0)  # storage write seconds, transactions: last read
 
 
+RESTART_AFTER = 5.0  # seconds before a failed worker is started again (systemd's RestartSec=5)
+
+
 class Supervisor:
     """``count`` workers running ``command``; one that dies (killed, or failing) is started
     again with the same command, as systemd or Kubernetes would. A worker that ends with
@@ -131,6 +134,7 @@ class Supervisor:
         self.all: list[Incarnation] = []
         self.current = [self._start(number) for number in range(count)]
         self.restarts = 0
+        self.stopping = False
 
     def _start(self, number: int) -> Incarnation:
         log = self.logs / f"worker-{number}.{sum(i.number == number for i in self.all)}.log"
@@ -164,19 +168,22 @@ class Supervisor:
             return victim.number
 
     def poll(self) -> bool:
-        """Reap the workers that ended, starting again those that failed; True while any runs."""
+        """Reap the workers that ended, starting again, ``RESTART_AFTER`` seconds later,
+        those that failed; True while any runs or waits to start again."""
         with self.lock:
             for incarnation in list(self.current):
-                if incarnation.ended is not None:
+                if incarnation.ended is None:
+                    pid, status, usage = os.wait4(incarnation.process.pid, os.WNOHANG)
+                    if pid == 0:
+                        continue
+                    self._reap(incarnation, status, usage)
+                ended = incarnation.ended or 0.0
+                if self.stopping or incarnation.code == 0:
                     continue
-                pid, status, usage = os.wait4(incarnation.process.pid, os.WNOHANG)
-                if pid == 0:
-                    continue
-                self._reap(incarnation, status, usage)
-                if incarnation.code != 0:
+                if time.time() - ended >= RESTART_AFTER:
                     self.current[incarnation.number] = self._start(incarnation.number)
                     self.restarts += 1
-            return any(i.ended is None for i in self.current)
+            return any(i.ended is None or (i.code and not self.stopping) for i in self.current)
 
     def live(self) -> list[Incarnation]:
         with self.lock:
@@ -184,6 +191,7 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGINT every worker still running (a timeout), then SIGKILL what lingers."""
+        self.stopping = True
         for incarnation in self.live():
             incarnation.process.send_signal(signal.SIGINT)
         deadline = time.time() + 30
