@@ -263,3 +263,39 @@ def test_a_worker_that_takes_a_request_while_it_settles_is_idle_again_after_it(
         await close(a, b)
 
     run(scenario)
+
+
+def test_a_seeder_whose_lease_ran_out_seeds_again_from_the_record_not_from_where_it_was(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # The seeder is held up (a database outage) longer than its lease; another worker
+    # seeds meanwhile and records its place. When the first goes on, its lease is free
+    # again, but it does not take it back and carry on from where it was (the ids
+    # queued twice, in batches the duplicate filter does not know): its turn ends, and
+    # the next one starts from the place recorded.
+    async def scenario() -> None:
+        a, b = worker(redis_url, "a", lease=0.3), worker(redis_url, "b", lease=0.3)
+        ids = parse_ids("1-2000")
+        ledger = Ledger.from_url(f"sqlite:///{tmp_path}/x.db")
+        clock = FakeClock()
+        seeding = SharedSeeding(
+            ids, Worklist(ids, ledger, lambda *_: None), a, clock=clock, sleep=clock.sleep
+        )
+        feed, fed = seeding.feed(), []
+        async for id_, _ in feed:
+            fed.append(int(id_))
+            if len(fed) == 10:
+                await asyncio.sleep(0.5)  # held up: the lease runs out
+                assert await b.take_seeding()
+                await b.record_seeded(1000)  # b seeded up to here, and died
+                await b.seeding.release()
+                clock.now += LEASE  # time to renew
+            if len(fed) == 11:
+                break
+        await feed.aclose()
+        assert fed == [*range(1, 11), 1001]  # not 11
+        await a.redis.delete(*a.keys.values())
+        await close(a, b)
+        await ledger.close()
+
+    run(scenario)

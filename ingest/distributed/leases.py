@@ -38,6 +38,16 @@ end
 return {0, holder, left}
 """
 
+# Renews the lease only if the worker still holds it: one that ran out, even if free now,
+# is not taken again (another worker may have held it meanwhile).
+RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"""
+
 # Frees the lease only if the worker still holds it.
 RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -64,6 +74,7 @@ class Lease:
     def __init__(self, client: aioredis.Redis, key: str, worker: str, seconds: float) -> None:
         self.client, self.key, self.worker, self.seconds = client, key, worker, seconds
         self._take = client.register_script(TAKE)
+        self._renew = client.register_script(RENEW)
         self._release = client.register_script(RELEASE)
         self.other: Holder | None = None  # who held it at the last try, if not this worker
         self.held = False  # this worker held it at the last try
@@ -78,6 +89,13 @@ class Lease:
         holder = result[1].decode() if isinstance(result[1], bytes) else str(result[1])
         self.other = Holder(holder, int(result[2]) / 1000)
         return False
+
+    async def renew(self) -> bool:
+        """Hold the lease for ``seconds`` more, if this worker has held it without a break
+        since it took it; False if it ran out meanwhile (then :attr:`held` turns False)."""
+        result = await self._renew(keys=[self.key], args=[self.worker, int(self.seconds * 1000)])
+        self.held = bool(int(result))
+        return self.held
 
     async def release(self) -> None:
         """Free the lease, if this worker still holds it."""

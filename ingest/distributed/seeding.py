@@ -102,8 +102,12 @@ class SharedSeeding:
                 await self.sleep(0.2)
             room -= 1
             if self.clock() - renewed > renew_every:
-                if not await coordinator.take_seeding():
-                    return  # another worker took over, from what it found recorded
+                if not await coordinator.seeding.renew():
+                    # It ran out (the database or Redis held this worker up): another
+                    # worker may have seeded meanwhile, from the place recorded. The next
+                    # turn starts from the place recorded then, not from here.
+                    logger.warning("The seeding's lease ran out: seeding again from its record")
+                    return
                 await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
                 renewed = self.clock()
             worklist.count("ids/scheduled")
