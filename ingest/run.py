@@ -10,6 +10,7 @@ if TYPE_CHECKING:
     from scrapy.crawler import Crawler
 
     from ingest.batch.feed import Batches
+    from ingest.distributed.coordinator import Coordinator
     from ingest.distributed.seeding import SharedSeeding
     from ingest.fetching.ids import IdSource
     from ingest.fetching.requests import IdRequests
@@ -33,8 +34,10 @@ class Run:
     worklist: Worklist | ListedIds | None = None  # which ids need a request; None: none do
     refresh: bool = False  # ids fetched again, with their stored validators
     shared: SharedSeeding | None = None  # DISTRIBUTED: the job's shared queue, seeded
-    # Whether requests an earlier run left in JOBDIR may go (each checked first); a
-    # listing's stored position and listed ids say what is next instead.
+    coordinator: Coordinator | None = None  # DISTRIBUTED: this worker's side of the job
+    # Whether requests not made by this run may go (each checked first): an earlier run's
+    # in JOBDIR, other workers' in a distributed job's queue. A listing's stored position
+    # and listed ids say what is next instead, on one machine.
     earlier_requests: bool = True
 
     def attach(self, crawler: Crawler) -> None:

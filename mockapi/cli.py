@@ -29,8 +29,23 @@ async def serve(args: argparse.Namespace) -> None:
         max_line_size=max(MAX_LINE, (args.max_url or 0) + 1024),
     )
     await runner.setup()
-    await web.TCPSite(runner, args.host, args.port).start()
+    site = web.TCPSite(runner, args.host, args.port)
+    await site.start()
     host, port = runner.addresses[0][:2]
+
+    async def down(seconds: float) -> None:
+        """Stop listening and drop every connection for ``seconds``: an API gone away."""
+        nonlocal site
+        await asyncio.sleep(0.05)  # the answer to the request that asked for it goes first
+        await site.stop()
+        assert runner.server is not None
+        for connection in runner.server.connections:
+            connection.force_close()
+        await asyncio.sleep(seconds)
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+
+    state.go_down = down
     host = f"[{host}]" if ":" in host else host
     print(f"mockapi listening on http://{host}:{port}", flush=True)
     stop = asyncio.Event()

@@ -36,7 +36,8 @@ endpoints:
   POST /_mock/inject        {"status", "count", "after", "retry_after", "retry_after_format"}
   POST /_mock/config        {"latency", "error_rate", "not_json_page"}
   POST /_mock/revoke        {"token": "..."}: its next requests get 401
-  POST /_mock/change        {"ids": [...]}: change these items now"""
+  POST /_mock/change        {"ids": [...]}: change these items now
+  POST /_mock/down          {"seconds": 30}: stop listening, connections dropped, that long"""
 
 
 def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:

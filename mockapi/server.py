@@ -80,6 +80,7 @@ def create_app(state: MockState, sleep: Sleep = asyncio.sleep) -> web.Applicatio
 
 def control_app(state: MockState) -> web.Application:
     """The endpoints tests drive the server with; their requests are never recorded."""
+    tasks: set[asyncio.Task[None]] = set()  # outages under way, kept from the collector
 
     async def requests(request: web.Request) -> web.Response:
         since = request.query.get("since", "0")
@@ -118,6 +119,18 @@ def control_app(state: MockState) -> web.Application:
     async def items(request: web.Request) -> web.Response:
         return web.json_response(state.changed_items())
 
+    async def down(request: web.Request) -> web.Response:
+        seconds = (await json_object(request)).get("seconds")
+        if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+            raise ValueError(f'the body must look like {{"seconds": 30}}, got {seconds!r}')
+        if not 0 < seconds <= 3600:
+            raise ValueError(f"seconds must be in (0, 3600], got {seconds!r}")
+        if state.go_down is None:
+            raise ValueError("this server cannot go down")
+        tasks.add(task := asyncio.ensure_future(state.go_down(seconds)))
+        task.add_done_callback(tasks.discard)
+        return web.json_response({"down": seconds})
+
     @web.middleware
     async def bad_request(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -133,6 +146,7 @@ def control_app(state: MockState) -> web.Application:
     control.router.add_post("/revoke", revoke)
     control.router.add_post("/change", change)
     control.router.add_get("/items", items)
+    control.router.add_post("/down", down)
     return control
 
 

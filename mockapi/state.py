@@ -7,6 +7,7 @@ import math
 import random
 import time
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -61,6 +62,8 @@ class MockState:
         listed = functools.partial(served, settings)
         self.catalog = Catalog(s.catalog, s.change_rate, s.seed, clock(), listed)
         self.content = Content(settings, self.catalog)
+        # Set by the server that serves this state: stop answering for some seconds.
+        self.go_down: Callable[[float], Awaitable[None]] | None = None
         self.reset()
 
     def reset(self) -> None:

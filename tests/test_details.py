@@ -10,6 +10,7 @@ from typing import Any
 
 from ingest.items import FAILED, STORED, ListingMark, Outcome
 from ingest.listing.details import DetailsFeed, ListedIds
+from ingest.listing.pages import PagesOut
 from ingest.storage import open_store
 from ingest.storage.ledger import Ledger
 
@@ -43,11 +44,12 @@ def test_the_feed_asks_once_for_each_listed_id_that_needs_it(tmp_path: Path) -> 
 
         async def sleep(seconds: float) -> None:  # a page of this run commits meanwhile
             await ledger.write([ListingMark("k", None, True, None, 11.0, listed=["5", "2"])])
-            feed.page_done()
+            pages.done()
 
-        feed = DetailsFeed(listed, requests_for, sleep)
-        feed.page_sent()
-        requests = [request async for request in feed._requests()]
+        pages = PagesOut()
+        feed = DetailsFeed(listed, requests_for, sleep, pages)
+        pages.sent()
+        requests = [request async for request in feed.listed_requests()]
         await ledger.close()
         return requests
 

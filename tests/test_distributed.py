@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import subprocess
+import time
 from collections import Counter
 from pathlib import Path
+
+import pytest
 
 from tests.support.crawl import (
     REPO_ROOT,
@@ -15,6 +18,7 @@ from tests.support.crawl import (
     terminal_states,
 )
 from tests.support.mockapi import MockAPI, span, statuses
+from tests.support.redis import restartable_redis
 
 N = 300
 RATE = "100/5"  # the server's too: a sliding window that counts rejected requests
@@ -24,6 +28,7 @@ def workers(
     api: MockAPI, db: str, redis_url: str, count: int, n: int = N, **settings: object
 ) -> list[subprocess.Popen[str]]:
     """``count`` workers of one job; each sends its own User-Agent, which the mock records."""
+    settings = {"RATELIMIT_RATE": RATE, **settings}
     return [
         subprocess.Popen(
             crawl_command(
@@ -31,7 +36,6 @@ def workers(
                 db,
                 "-a",
                 f"ids=1-{n}",
-                RATELIMIT_RATE=RATE,
                 DISTRIBUTED=1,
                 REDIS_URL=redis_url,
                 PROGRESS_INTERVAL=0,
@@ -124,3 +128,64 @@ def test_unreachable_redis_is_one_clear_line(mockapi, tmp_path: Path) -> None:
     assert "REDIS_URL redis://:***@127.0.0.1:9/0" in line
     assert "hunter2" not in done.stderr
     assert api.requests() == []
+
+
+def test_a_seeder_killed_mid_seeding_is_taken_over(mockapi, tmp_path: Path, redis_url: str) -> None:
+    # The seeder keeps the shared queue short: it queues 500 requests, then the rest as the
+    # workers take them, and is killed meanwhile, holding the seeding lease.
+    api = mockapi("--limit", "none", "--latency", "0.2")
+    n, db = 1500, f"sqlite:///{tmp_path}/x.db"
+    command = crawl_command(
+        api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="6000/60", DISTRIBUTED=1,
+        REDIS_URL=redis_url, PROGRESS_INTERVAL=0,
+    )  # fmt: skip
+    logs = [tmp_path / f"worker-{number}.log" for number in range(3)]
+    processes = []
+    for log in logs:
+        with log.open("w") as out:
+            processes.append(
+                subprocess.Popen(command, cwd=REPO_ROOT, env=environment(), stderr=out)
+            )
+    try:
+        api.wait_for(200, timeout=60)
+        seeders = [i for i, log in enumerate(logs) if "Seeding the job's queue" in log.read_text()]
+        assert len(seeders) == 1 and "ids are all queued" not in logs[seeders[0]].read_text()
+        processes[seeders[0]].kill()
+        for process in processes:
+            process.wait(timeout=180)
+    finally:
+        for process in processes:
+            process.kill()
+    survivors = [log.read_text() for i, log in enumerate(logs) if i != seeders[0]]
+    for survivor in survivors:
+        assert "Spider closed (finished)" in survivor, survivor[-3000:]
+    assert sum("Seeding the job's queue from id number" in s for s in survivors) == 1
+    states = terminal_states(db)
+    assert len(states) == n and set(states.values()) == {"stored"}
+    assert duplicate_rows(db) == 0
+
+
+@pytest.mark.parametrize("aof", [True, False], ids=["append-only file", "nothing kept"])
+def test_workers_wait_out_a_redis_restart(mockapi, tmp_path: Path, aof: bool) -> None:
+    # With its append-only file Redis keeps what it holds: the job goes on where it was.
+    # Without, the queue and where seeding got to are lost: once every worker is idle,
+    # one queues again every id without an outcome.
+    api = mockapi("--limit", "none", "--latency", "0.05")
+    n, db = 3000, f"sqlite:///{tmp_path}/x.db"
+    with restartable_redis(aof=aof) as server:
+        processes = workers(api, db, server.url(), 2, n, RATELIMIT_RATE="200/1")
+        try:
+            api.wait_for(300, timeout=60)
+            server.stop()
+            time.sleep(3)  # down for a while: every call meanwhile fails at once
+            server.start()
+            logs = finish(processes)
+        finally:
+            for process in processes:
+                process.kill()
+    for process_log in logs:
+        assert "Spider closed (finished)" in process_log, process_log[-3000:]
+    assert any("is unreachable" in process_log for process_log in logs)
+    states = terminal_states(db)
+    assert len(states) == n and set(states.values()) == {"stored"}
+    assert duplicate_rows(db) == 0

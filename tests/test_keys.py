@@ -338,3 +338,23 @@ def test_no_token_anywhere_but_the_authorization_header(
         for path in files:
             assert token.encode() not in path.read_bytes(), path
     assert egg.stat().st_size > 0
+
+
+@pytest.mark.parametrize("revoked", [0, 1])
+def test_a_key_refused_at_the_first_request_lets_the_others_go(
+    mockapi, tmp_path: Path, revoked: int
+) -> None:
+    # The first request to an API goes alone; refused for its key, it is sent again on
+    # another, and those that waited for its answer go then.
+    api = mockapi(*token_args(), "--limit", "none")
+    api.revoke(TOKENS[revoked])
+    db = f"sqlite:///{tmp_path}/ingest.db"
+    command = crawl_command(api.url_template, db, "-a", "ids=1-30", RATELIMIT_RATE="20/1")
+    process = spawn(command, keys_env())
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr[-3000:]
+    assert statuses(api.requests())[401] == 1
+    assert set(terminal_states(db).values()) == {"stored"} and len(terminal_states(db)) == 30

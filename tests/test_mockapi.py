@@ -540,3 +540,27 @@ def test_the_record_and_the_control_endpoints(mockapi: StartMock) -> None:
 def test_a_server_that_cannot_start_reports_why() -> None:
     with pytest.raises(RuntimeError, match="a limit must look like"):
         MockAPI("--limit", "lots")
+
+
+def test_down_refuses_connections_for_the_time_named_then_answers_keeping_its_record(
+    mockapi,
+) -> None:
+    api = mockapi("--limit", "none")
+    assert get(api.url(1))[0] == 200
+    api.down(1.0)
+    refused = False
+    for _ in range(400):  # gone within the first half second, back after it
+        try:
+            status = get(api.url(2))[0]
+        except (urllib.error.URLError, ConnectionError):
+            refused = True
+            time.sleep(0.02)
+            continue
+        if refused:
+            break
+        time.sleep(0.01)
+    assert refused and status == 200
+    record = api.requests()  # kept through the outage, which recorded nothing
+    assert {entry["id"] for entry in record} == {"1", "2"} and statuses(record) == {
+        200: len(record)
+    }

@@ -518,7 +518,8 @@ def test_one_bucket_is_one_key_that_expires(redis_url: str) -> None:
 def test_unreachable_redis_is_a_clear_error_without_the_password() -> None:
     async def scenario() -> None:
         port = free_port()  # nothing listens there
-        async with workers(f"redis://worker:s3cret@127.0.0.1:{port}/0", [Rate(1, 1)]) as [b]:
+        url = f"redis://worker:s3cret@127.0.0.1:{port}/0"
+        async with workers(url, [Rate(1, 1)], retry_for=0.3) as [b]:
             with pytest.raises(RedisUnavailable) as error:
                 await b.check()
             message = str(error.value)

@@ -73,7 +73,7 @@ class Command(ScrapyCrawl):
         assert self.settings is not None
         try:
             if args[0] == "list":
-                url = check_list_args(opts.spargs, self.settings)
+                url = check_list_args(opts.spargs)
                 job = check_settings(self.settings, api_url=url)
                 if parse_flag("details", opts.spargs.get("details")):
                     check_reachable(job.api_url)  # the details' host

@@ -13,7 +13,7 @@ import redis
 from ingest.config.masking import mask_url
 from ingest.config.values import ConfigError, check_path, parse_flag
 from ingest.fetching.ids import id_source
-from ingest.job import Job, is_distributed
+from ingest.job import Job
 from ingest.listing.pagination import check_listing_url, parse_pagination, parse_since
 from ingest.storage import open_store
 from ingest.storage.base import StorageError
@@ -126,13 +126,8 @@ def check_spider_args(args: dict[str, Any]) -> None:
     parse_flag("refresh", args.get("refresh"))
 
 
-def check_list_args(args: dict[str, Any], settings: BaseSettings) -> str:
+def check_list_args(args: dict[str, Any]) -> str:
     """The ``list`` spider's arguments; returns the listing's URL."""
-    if is_distributed(settings):
-        raise ConfigError(
-            "DISTRIBUTED=True: the list spider walks a listing in one process (several "
-            "processes can share the rate limit with RATELIMIT_BACKEND=redis)"
-        )
     url = check_listing_url(args.get("url"))
     parse_pagination(args.get("pagination"))
     check_path("items", args.get("items"))

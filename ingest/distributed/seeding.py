@@ -6,10 +6,10 @@ import asyncio
 import itertools
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING
 
-from ingest.distributed.coordinator import LEASE, Coordinator
+from ingest.distributed.coordinator import HIGH_WATER, Coordinator
 from ingest.distributed.jobs import job_id
 from ingest.fetching.worklist import Worklist
 
@@ -24,7 +24,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-HIGH_WATER = 500  # seeding pauses while the shared queue holds this many requests
 CHUNK_BEHIND = 500  # ids read ahead of what is queued, at most (the worklist's chunk)
 
 
@@ -56,8 +55,12 @@ class SharedSeeding:
         coordinator: Coordinator,
         *,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        per_request: Callable[[], int] = lambda: 1,
     ) -> None:
-        self.ids, self.worklist, self.coordinator, self.clock = ids, worklist, coordinator, clock
+        """``per_request``: how many ids one request asks for now (the batch size)."""
+        self.ids, self.worklist, self.coordinator = ids, worklist, coordinator
+        self.clock, self.sleep, self.per_request = clock, sleep, per_request
         self.job = coordinator.job
 
     @classmethod
@@ -66,31 +69,48 @@ class SharedSeeding:
         assert run.ids is not None and isinstance(run.worklist, Worklist)
         assert job.redis_url is not None
         key = job_id(job.api_url, run.ids, job.storing.database_url)
-        return cls(run.ids, run.worklist, Coordinator.from_url(job.redis_url, key, run.id))
+        coordinator = Coordinator.from_url(job.redis_url, key, run.id)
+        if job.batching is None:
+            return cls(run.ids, run.worklist, coordinator)
+        return cls(run.ids, run.worklist, coordinator, per_request=lambda: run.requests.sizer.size)
 
     async def feed(self) -> AsyncIterator[tuple[str, str | None]]:
+        """The job's ids that need a request, while this worker holds the seeding lease;
+        while another does, none (see :meth:`Coordinator.seeding_turns`)."""
+        async for pair in self.coordinator.seeding_turns(
+            self.seed, clock=self.clock, sleep=self.sleep
+        ):
+            yield pair
+
+    async def seed(self) -> AsyncIterator[tuple[str, str | None]]:
+        """This worker's turn at the seeding: from where the last one recorded, until the
+        ids are all queued, or the lease is lost (another worker then goes on)."""
         coordinator, worklist = self.coordinator, self.worklist
-        while not await coordinator.seeding_done():
-            if not await coordinator.take_seeding():
-                await asyncio.sleep(LEASE / 3)
-                continue
-            skip = await coordinator.seeded()
-            if skip:
-                logger.info("Seeding the job's queue from id number %d", skip + 1)
-            ids = Counted(itertools.islice(iter(self.ids), skip, None))
-            renewed = self.clock()
-            async for id_, state in worklist.todo(ids):
-                while await coordinator.queued() >= HIGH_WATER:
-                    await asyncio.sleep(0.2)
-                    if self.clock() - renewed > LEASE / 3:
-                        break
-                if self.clock() - renewed > LEASE / 3:
-                    await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
-                    if not await coordinator.take_seeding():
-                        break
-                    renewed = self.clock()
-                worklist.count("ids/scheduled")
-                yield id_, state
-            else:
-                await coordinator.finish_seeding()
-                logger.info("The job's ids are all queued")
+        renew_every = coordinator.seeding.seconds / 3
+        skip = await coordinator.seeded()
+        logger.info("Seeding the job's queue from id number %d", skip + 1)
+        ids = Counted(itertools.islice(iter(self.ids), skip, None))
+        renewed = self.clock()
+        room = 0  # ids that may go before the queue's length is read again
+        async for id_, state in worklist.todo(ids):
+            # The length read once per room's worth of ids, not once an id: a round trip
+            # each id was most of the job's Redis commands.
+            while room <= 0:
+                room = (HIGH_WATER - await coordinator.queued()) * self.per_request()
+                if room > 0 or self.clock() - renewed > renew_every:
+                    break
+                await self.sleep(0.2)
+            room -= 1
+            if self.clock() - renewed > renew_every:
+                if not await coordinator.seeding.renew():
+                    # It ran out (the database or Redis held this worker up): another
+                    # worker may have seeded meanwhile, from the place recorded. The next
+                    # turn starts from the place recorded then, not from here.
+                    logger.warning("The seeding's lease ran out: seeding again from its record")
+                    return
+                await coordinator.record_seeded(max(skip, skip + ids.taken - CHUNK_BEHIND))
+                renewed = self.clock()
+            worklist.count("ids/scheduled")
+            yield id_, state
+        await coordinator.finish_seeding()
+        logger.info("The job's ids are all queued")

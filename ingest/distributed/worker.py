@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
+from contextlib import suppress
 from typing import TYPE_CHECKING
 
 from scrapy import signals
 from scrapy.exceptions import NotConfigured
 
-from ingest.distributed.coordinator import HEARTBEAT, Coordinator
+from ingest.distributed.coordinator import HEARTBEAT, Coordinator, Patience
+from ingest.distributed.unavailable import AGAIN, DOWN
 from ingest.extensions.reconcile import IdleLook, queue_lost
 from ingest.job import Job
+from ingest.progress.humanize import duration
 
 if TYPE_CHECKING:
     from typing import Self
@@ -22,34 +26,63 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 
-async def settle(coordinator: Coordinator, look: Callable[[], Awaitable[int]]) -> int:
+async def settle(
+    coordinator: Coordinator,
+    look: Callable[[], Awaitable[int]],
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    working: Callable[[], bool] = lambda: False,
+) -> int:
     """This worker is idle: wait for work, or for the job to be complete.
 
-    When every live worker is idle, the queue empty and seeding done, nothing is in
-    flight but with dead workers: one worker queues again the ids still without an
-    outcome (``look``), and when there are none the job is complete.
+    When every live worker is idle, the queue empty and no worker seeding, nothing is in
+    flight but with dead workers: one worker, holding the lease of the look for lost ids
+    (renewed while it looks), queues again the ids still without an outcome (``look``),
+    and when there are none the job is complete. (Seeding not done and no worker seeding:
+    Redis lost where it was; the look queues every id without an outcome, which is the
+    seeding.) Waiting longer than
+    :data:`~ingest.distributed.coordinator.PATIENCE`, it says in the log what for, and
+    again as often. Should this worker's engine take a request meanwhile (``working``: it
+    took one from the shared queue itself, and said it was busy), it returns: its next
+    idle settles again, idle once more (else it would stay "busy" to every worker, and
+    the job wait for it forever).
     """
-    await coordinator.set_idle(True)
+    with suppress(*DOWN):  # the heartbeat says it anyway
+        await coordinator.set_idle(True)
+    patience = Patience(clock)
     while True:
-        if await coordinator.complete():
-            coordinator.finished = True
+        if working():
             return 0
-        if await coordinator.queued():
-            return 0  # work for the engine
-        if await coordinator.everyone_idle():
-            # A second look, a heartbeat later: a worker that has just taken a request
-            # says so within that time.
-            await asyncio.sleep(HEARTBEAT)
-            if await coordinator.everyone_idle() and await coordinator.reconciling.acquire():
-                try:
-                    scheduled = await look()
-                    if not scheduled:
-                        await coordinator.mark_complete()
-                        coordinator.finished = True
-                    return scheduled
-                finally:
-                    await coordinator.reconciling.release()
-        await asyncio.sleep(1.0)
+        try:
+            if await coordinator.complete():
+                coordinator.finished = True
+                return 0
+            if await coordinator.queued():
+                return 0  # work for the engine
+            if await coordinator.everyone_idle():
+                # A second look, a heartbeat later: a worker that has just taken a request
+                # says so within that time.
+                await sleep(HEARTBEAT)
+                if await coordinator.everyone_idle() and await coordinator.reconciling.take():
+                    async with coordinator.reconciling.kept():
+                        scheduled = await look()
+                        if not scheduled:
+                            await coordinator.mark_complete()
+                            coordinator.finished = True
+                        elif not await coordinator.seeding_done():
+                            # Its record lost with Redis: the look queued every id it had.
+                            await coordinator.finish_seeding()
+                        return scheduled
+            if (waited := patience.due()) is not None:
+                waits = await coordinator.waiting_for()
+                logger.info("Idle for %s, waiting for %s", duration(waited), waits)
+        except DOWN as exc:
+            coordinator.outage.began(exc)
+            await sleep(AGAIN)
+            continue
+        coordinator.outage.ended()
+        await sleep(1.0)
 
 
 class Worker(IdleLook):
@@ -69,8 +102,8 @@ class Worker(IdleLook):
 
     @property
     def coordinator(self) -> Coordinator:
-        assert self.run.shared is not None
-        return self.run.shared.coordinator
+        assert self.run.coordinator is not None
+        return self.run.coordinator
 
     def spider_opened(self) -> None:
         logger.info("Worker %s of job %s", self.coordinator.worker, self.coordinator.job)
@@ -84,7 +117,19 @@ class Worker(IdleLook):
             self._beat = asyncio.ensure_future(self.coordinator.set_idle(False))
 
     async def look(self) -> int:
-        return await settle(self.coordinator, lambda: queue_lost(self.crawler, self.run))
+        coordinator = self.coordinator
+
+        async def room() -> None:
+            await coordinator.room(asyncio.sleep)  # the shared queue kept short
+
+        def working() -> bool:
+            engine = self.crawler.engine
+            return engine is not None and not engine.spider_is_idle()
+
+        async def look() -> int:
+            return await queue_lost(self.crawler, self.run, room)
+
+        return await settle(coordinator, look, working=working)
 
     def finished(self, scheduled: int | None) -> bool:
         return self.coordinator.finished

@@ -9,6 +9,7 @@ from scrapy.exceptions import IgnoreRequest
 from ingest.batch.spec import IDS
 from ingest.fetching.requests import ID, RUN, ids_of
 from ingest.fetching.worklist import Worklist
+from ingest.listing.details import ListedIds
 from ingest.listing.walk import PAGE
 from ingest.run import Run
 
@@ -28,7 +29,8 @@ class SkipDoneMiddleware:
     """Checks the database before sending a request that this run did not create.
 
     After a forced stop, JOBDIR's queue may still hold requests whose ids were stored
-    before the process died. Requests made by this run were checked when they were
+    before the process died; in a distributed job, another worker's request may repeat
+    one whose id was stored meanwhile. Requests made by this run were checked when they were
     made; the others are checked here, one indexed lookup each (which waits out a
     database outage, as every lookup does). A batch of which some ids are done is
     replaced by one for the others.
@@ -51,7 +53,7 @@ class SkipDoneMiddleware:
             # which page is next and which ids need a request.
             raise AlreadyDone("a listing's request queued by an earlier run")
         worklist = run.worklist
-        if not isinstance(worklist, Worklist) or (
+        if not isinstance(worklist, Worklist | ListedIds) or (
             ID not in request.meta and IDS not in request.meta
         ):
             return None

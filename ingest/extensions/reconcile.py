@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from scrapy import signals
@@ -23,13 +24,18 @@ logger = logging.getLogger(__name__)
 MAX_PASSES = 3  # looks for ids left without an outcome, per run
 
 
-async def queue_lost(crawler: Crawler, run: Run) -> int:
-    """Queue again every id of the job that has no outcome; returns how many."""
+async def queue_lost(
+    crawler: Crawler, run: Run, room: Callable[[], Awaitable[None]] | None = None
+) -> int:
+    """Queue again every id of the job that has no outcome; returns how many. ``room``,
+    awaited before each chunk is queued, may wait for the queue to shorten."""
     assert crawler.stats is not None and run.worklist is not None
     scheduled, lost = 0, []
     async for id_, _ in run.worklist.todo(lost_only=True):
         lost.append(id_)
         if len(lost) == CHUNK:
+            if room is not None:
+                await room()
             scheduled += queue(crawler, run, lost)
             lost = []
     scheduled += queue(crawler, run, lost)
@@ -48,7 +54,8 @@ def queue(crawler: Crawler, run: Run, ids: list[str]) -> int:
 
 class IdleLook:
     """Keeps the spider open while a look for lost ids runs at idle, and closes it as
-    soon as a look ends the job (rather than at the engine's next idle check)."""
+    soon as a look ends the job (rather than at the engine's next idle check). A look
+    that failed is told and made again: it never ends the crawl."""
 
     def __init__(self, crawler: Crawler) -> None:
         self.crawler = crawler
@@ -76,8 +83,11 @@ class IdleLook:
         if self._look is not None and not self._look.done():
             raise DontCloseSpider
         if self._look is not None:
-            scheduled, self._look = self._look.result(), None
-            if self.finished(scheduled):
+            look, self._look = self._look, None
+            if (error := look.exception()) is not None:
+                # Never a reason to end the crawl: the next idle looks again.
+                logger.error("The look for ids without an outcome failed", exc_info=error)
+            elif self.finished(look.result()):
                 return
         self._look = asyncio.ensure_future(self._then_close())
         raise DontCloseSpider

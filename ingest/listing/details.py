@@ -6,18 +6,16 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
-from scrapy import signals
-
 from ingest.fetching.ids import CHUNK
 from ingest.fetching.worklist import as_taken
-from ingest.items import FAILED, Page
-from ingest.listing.walk import PAGE
+from ingest.items import FAILED
 from ingest.stopping.waiting import Waiter, crawl_is_stopping
 
 if TYPE_CHECKING:
     from scrapy import Request
     from scrapy.crawler import Crawler
 
+    from ingest.listing.pages import PagesOut
     from ingest.storage.base import Listed
     from ingest.storage.ledger import Ledger
 
@@ -57,8 +55,16 @@ class ListedIds:
     through ``ledger``.
     """
 
-    def __init__(self, key: str, ledger: Ledger, count: Callable[..., object]) -> None:
+    def __init__(
+        self, key: str, ledger: Ledger, count: Callable[..., object], *, relisting: bool = False
+    ) -> None:
         self.key, self.ledger, self.count = key, ledger, count
+        self.relisting = relisting  # refresh or since: ids listed again are fetched again
+
+    def needs_fetch(self, state: str | None, fetched_at: float = 0.0) -> bool:
+        """Whether a listed id still needs the request another worker queued for it: one
+        with no outcome, or a failed one; when the listing is walked again, any."""
+        return self.relisting or state is None or state == FAILED
 
     async def states(self, ids: list[str]) -> dict[str, tuple[str, float]]:
         return await self.ledger.states(ids)
@@ -83,11 +89,11 @@ class DetailsFeed:
     """Requests for the listed ids that need one, in the order they were listed: first
     those an earlier run listed and did not finish, then each page's as it is committed.
 
-    It reads the table from its start and then waits for the next page's commit, for as
-    long as listing pages are out (:meth:`page_sent`, :meth:`page_done`); it ends when
-    none is, or when ``sleep`` raises :class:`~ingest.stopping.waiting.Stopping` (the crawl
-    stops). Each listed id is read once per run, so an id is requested once, however
-    pages and commits interleave.
+    It reads the table from its start (or a place in it) and then waits for the next page's
+    commit, for as long as listing pages are out (``pages``); it ends when none is, or when
+    ``sleep`` raises :class:`~ingest.stopping.waiting.Stopping` (the crawl stops). Each
+    listed id is read once per run, so an id is requested once, however pages and commits
+    interleave.
     """
 
     def __init__(
@@ -95,61 +101,32 @@ class DetailsFeed:
         listed: ListedIds,
         requests_for: Callable[[list[str]], Iterator[Request]],
         sleep: Callable[[float], Awaitable[None]],
+        pages: PagesOut,
     ) -> None:
-        self.listed, self.requests_for, self.sleep = listed, requests_for, sleep
-        self.pages_out = 0
+        self.listed, self.requests_for, self.sleep, self.pages = listed, requests_for, sleep, pages
         self.fed = 0
-        self._pages_done = 0
+        self.reached = 0  # the place in the listing up to which every id was asked for
 
     @classmethod
     def of_crawl(
         cls,
         crawler: Crawler,
-        key: str,
-        ledger: Ledger,
+        listed: ListedIds,
         requests_for: Callable[[list[str]], Iterator[Request]],
+        pages: PagesOut,
     ) -> DetailsFeed:
-        """The feed of the listing ``key`` in a crawl: told of each page's item as it
-        settles, stopped with the crawl."""
-
-        def count(stat: str, by: int = 1) -> None:
-            # Through the crawler: its stats exist once the crawl starts, not yet here.
-            crawler.stats.inc_value(stat, by)
-
-        listed = ListedIds(key, ledger, count)
-        feed = cls(listed, requests_for, Waiter(lambda: crawl_is_stopping(crawler)).sleep)
-        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
-            crawler.signals.connect(feed.item_settled, signal=signal)
-        crawler.signals.connect(feed.callback_failed, signal=signals.spider_error)
-        return feed
-
-    def item_settled(self, item: Any) -> None:
-        """An item committed, dropped or refused: if a page's, the feed may read on."""
-        if isinstance(item, Page):
-            self.page_done()
-
-    def callback_failed(self, failure: Any, response: Any) -> None:
-        """A page's callback raised: no item will settle it, yet it is out no more."""
-        if PAGE in response.meta:
-            self.page_done()
-
-    def page_sent(self) -> None:
-        self.pages_out += 1
-
-    def page_done(self) -> None:
-        """A page's answer is settled: committed, dropped, or failed for good."""
-        self.pages_out -= 1
-        self._pages_done += 1
+        """The feed of ``listed`` in a crawl, stopped with the crawl."""
+        return cls(listed, requests_for, Waiter(lambda: crawl_is_stopping(crawler)).sleep, pages)
 
     async def requests(self, crawler: Crawler) -> AsyncIterator[Request]:
         """The requests, as the downloader takes them (the queue stays short)."""
-        async for request in as_taken(crawler, self._requests()):
+        async for request in as_taken(crawler, self.listed_requests()):
             yield request
 
-    async def _requests(self) -> AsyncIterator[Request]:
-        after = 0
+    async def listed_requests(self, after: int = 0) -> AsyncIterator[Request]:
+        """The requests for the ids listed after the place ``after``, as pages commit them."""
         while True:
-            seen = self._pages_done
+            seen = self.pages.settled
             async for place, chunk in self.listed.chunks(after):
                 after = place
                 todo = [id_ for id_, _ in needing(chunk, needs_fetch)]
@@ -158,7 +135,8 @@ class DetailsFeed:
                 self.fed += len(todo)
                 for request in self.requests_for(todo):
                     yield request
-            if self.pages_out <= 0:
+                self.reached = place
+            if self.pages.out <= 0:
                 return
-            while self._pages_done == seen:
+            while self.pages.settled == seen:
                 await self.sleep(STEP)

@@ -1,5 +1,6 @@
 """A listing's pages read: which pass to walk, each page's items (or ids) with the listing's
-mark after them, and what stops a listing: a page that cannot be read, or one that failed."""
+mark after them, the pages still out, and what stops a listing: a page that cannot be read,
+or one that failed."""
 
 from __future__ import annotations
 
@@ -9,6 +10,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from scrapy import signals
+
 from ingest.fetching.answers import NoItems, id_of, items_at, parse_json, refusal, text_of
 from ingest.fetching.ids import check_id
 from ingest.items import STORED, ListingMark, Outcome, Page
@@ -17,6 +20,7 @@ from ingest.listing.walk import PAGE, PageAnswer, Walk, first_page_problem
 from ingest.stopping.endings import BAD_PAGE, BAD_SETTING, PAGE_FAILED
 
 if TYPE_CHECKING:
+    from scrapy.crawler import Crawler
     from scrapy.http import Response
     from scrapy.statscollectors import StatsCollector
 
@@ -38,6 +42,41 @@ class PageRead:
 
     page: Page
     requests: list[tuple[str, int | None]]
+
+
+class PagesOut:
+    """The listing pages this run asked for whose answer has not settled yet: committed,
+    dropped, or failed for good. While one is out, more pages (and ids) may come."""
+
+    def __init__(self) -> None:
+        self.out = 0
+        self.settled = 0
+
+    @classmethod
+    def of_crawl(cls, crawler: Crawler) -> PagesOut:
+        """Told of each page's item as it settles, and of a page's callback that raised."""
+        pages = cls()
+        for signal in (signals.item_scraped, signals.item_dropped, signals.item_error):
+            crawler.signals.connect(pages.item_settled, signal=signal)
+        crawler.signals.connect(pages.callback_failed, signal=signals.spider_error)
+        return pages
+
+    def sent(self) -> None:
+        self.out += 1
+
+    def done(self) -> None:
+        """A page's answer is settled: committed, dropped, or failed for good."""
+        self.out -= 1
+        self.settled += 1
+
+    def item_settled(self, item: Any) -> None:
+        if isinstance(item, Page):
+            self.done()
+
+    def callback_failed(self, failure: Any, response: Any) -> None:
+        """A page's callback raised: no item will settle it, yet it is out no more."""
+        if PAGE in response.meta:
+            self.done()
 
 
 class Listing:
@@ -71,11 +110,13 @@ class Listing:
         self.answered = False
         self.high_water: Any = None
         self.walk: Walk | None = None
+        self.begun = False  # this run read where the listing stands, and picked its pass
 
     # ------------------------------------------------------------ which pass
 
     def begin(self, mark: ListingMark | None) -> Walk | None:
         """The pass to walk: the one a stop left unfinished, or a new one; None if none is due."""
+        self.begun = True
         if mark is not None and mark.high_water is not None:
             self.high_water = json.loads(mark.high_water)
         self.relisting = self.refresh or (self.since is not None and self.high_water is not None)

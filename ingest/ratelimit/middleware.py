@@ -175,6 +175,10 @@ class RateLimitMiddleware:
 
     def key_rejected(self, api: str, fingerprint: str) -> None:
         self.router.reject(api, fingerprint)
+        if self.opening is not None:
+            # A refusal is an answer: those waiting for the first one go. (Its request,
+            # sent again on another key, never comes back through process_response.)
+            self.opening.opened(api)
 
     def _bucket(self, request: Request) -> str:
         """The bucket the request was booked in: its API's, or its key's."""

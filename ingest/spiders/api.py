@@ -76,6 +76,7 @@ class ApiSpider(IdFetching):
             from ingest.distributed.seeding import SharedSeeding
 
             run.shared = SharedSeeding.from_crawler(crawler, run, spider.job)
+            run.coordinator = run.shared.coordinator
         return spider
 
     async def start(self) -> AsyncIterator[Any]:

@@ -15,8 +15,8 @@ from ingest.config.values import check_path, parse_flag
 from ingest.fetching.answers import failure_reason
 from ingest.fetching.requests import RUN
 from ingest.fetching.worklist import ReadOutage
-from ingest.listing.details import DetailsFeed
-from ingest.listing.pages import Listing, Stop
+from ingest.listing.details import DetailsFeed, ListedIds
+from ingest.listing.pages import Listing, PagesOut, Stop
 from ingest.listing.pagination import check_listing_url, parse_pagination, parse_since
 from ingest.listing.walk import PAGE
 from ingest.spiders.fetching import IdFetching
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from scrapy.http import Response
     from twisted.python.failure import Failure
 
+    from ingest.distributed.listing import SharedListing
     from ingest.items import Page
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,9 @@ class ListSpider(IdFetching):
 
     listing: Listing
     ledger: Ledger
+    pages: PagesOut
     details: DetailsFeed | None = None
+    shared: SharedListing | None = None  # DISTRIBUTED: the listing walked by one worker at a time
 
     def __init__(
         self,
@@ -101,15 +104,50 @@ class ListSpider(IdFetching):
             listener=ReadOutage(),
         )
         crawler.signals.connect(spider.ledger.close, signal=signals.spider_closed)
+        spider.pages = PagesOut.of_crawl(crawler)
         run = spider.run
         run.refresh, run.earlier_requests = spider.refresh, False
         if spider.with_details:
-            key, requests_for = spider.listing.key, run.requests.requests_for
-            feed = DetailsFeed.of_crawl(crawler, key, spider.ledger, requests_for)
-            spider.details, run.worklist = feed, feed.listed
+
+            def count(stat: str, by: int = 1) -> None:
+                # Through the crawler: its stats exist once the crawl starts, not yet here.
+                crawler.stats.inc_value(stat, by)
+
+            relisting = spider.refresh or spider.since is not None
+            listed = ListedIds(spider.listing.key, spider.ledger, count, relisting=relisting)
+            requests_for = run.requests.requests_for
+            spider.details = DetailsFeed.of_crawl(crawler, listed, requests_for, spider.pages)
+            run.worklist = listed
+        if job.distributed:
+            from ingest.distributed.listing import SharedListing
+
+            spider.shared = SharedListing.from_crawler(run, job, spider.listing.key)
+            # The shared queue holds the job's requests: other workers' go (each checked).
+            run.coordinator, run.earlier_requests = spider.shared.coordinator, True
         return spider
 
     async def start(self) -> AsyncIterator[Any]:
+        details = self.details
+        if self.shared is not None:
+            async for request in self.shared.requests(self.walk, details, self.pages):
+                yield request
+        else:
+            async for request in self.walk():
+                yield request
+            if details is not None:
+                async for request in details.requests(self.crawler):
+                    yield request
+        if (
+            details is not None
+            and self.listing.begun
+            and self.listing.walk is None
+            and not crawl_is_stopping(self.crawler)
+        ):
+            self.listing.finished_before(self.crawler.stats, details.fed)
+
+    async def walk(self) -> AsyncIterator[JsonRequest]:
+        """The first pages of the pass due, from where the database says the listing stands
+        (the others come from their answers)."""
         try:
             await self.ledger.open()
             mark = await self.ledger.listing(self.listing.key)
@@ -121,16 +159,9 @@ class ListSpider(IdFetching):
                 yield self.page_request(url, number)
         elif self.details is None:
             self.listing.finished_before(self.crawler.stats)
-        if self.details is None:
-            return
-        async for request in self.details.requests(self.crawler):
-            yield request
-        if walk is None and not crawl_is_stopping(self.crawler):
-            self.listing.finished_before(self.crawler.stats, self.details.fed)
 
     def page_request(self, url: str, number: int | None) -> JsonRequest:
-        if self.details is not None:
-            self.details.page_sent()
+        self.pages.sent()
         return JsonRequest(
             url,
             callback=self.parse_page,
@@ -141,6 +172,10 @@ class ListSpider(IdFetching):
         )
 
     def parse_page(self, response: Response) -> Iterator[Page | JsonRequest]:
+        if self.shared is not None and not self.shared.walking:
+            # The lease ran out: another worker walks the listing, from where it is committed.
+            self.pages.done()
+            return
         read = self.listing.read(response, self.clock(), self.crawler.stats)
         if isinstance(read, Stop):
             end_crawl(self.crawler, read.reason)
@@ -153,8 +188,8 @@ class ListSpider(IdFetching):
         request = failure.request  # type: ignore[attr-defined]
         # A page given back to the queue is still out.
         mine = request.meta.get(RUN) == self.run.id and not failure.check(RequestReturned)
-        if self.details is not None and mine:
-            self.details.page_done()
+        if mine:
+            self.pages.done()
         if failure.check(IgnoreRequest):
             return
         end_crawl(self.crawler, self.listing.failed(request.url, failure_reason(failure)).reason)

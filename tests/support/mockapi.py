@@ -113,6 +113,10 @@ class MockAPI:
         """From now on, requests with this token get 401."""
         self._call("/_mock/revoke", {"token": token})
 
+    def down(self, seconds: float) -> None:
+        """From a moment from now, for ``seconds``: connections refused, open ones dropped."""
+        self._call("/_mock/down", {"seconds": seconds})
+
     def change(self, ids: Iterable[object]) -> dict[str, dict[str, Any]]:
         """Change these items now; returns their new updated_at and version."""
         return dict(self._call("/_mock/change", {"ids": [str(i) for i in ids]}))

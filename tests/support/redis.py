@@ -94,6 +94,65 @@ def running_redis() -> Iterator[RedisServer]:
         shutil.rmtree(root, ignore_errors=True)
 
 
+class RedisProcess:
+    """A redis-server of our own that can be stopped and started again on the same port and
+    directory: with ``aof``, what it holds survives (append-only file, fsync every second);
+    without, a restart empties it."""
+
+    def __init__(self, root: Path, *, aof: bool) -> None:
+        self.root, self.aof = root, aof
+        self.server = RedisServer("127.0.0.1", free_port())
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def url(self, db: int = 0) -> str:
+        return self.server.url(db)
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RedisServerUnavailable("redis-server not found on PATH")
+        command = [binary, "--port", str(self.server.port), "--bind", self.server.host]
+        command += ["--save", "", "--daemonize", "no", "--dir", str(self.root)]
+        command += ["--appendonly", "yes" if self.aof else "no", "--appendfsync", "everysec"]
+        with (self.root / "server.log").open("ab") as output:
+            self.process = subprocess.Popen(command, cwd=self.root, stdout=output, stderr=output)
+        if not _wait_for_ping(self.server, self.process):
+            raise RedisServerUnavailable(f"redis-server did not start on {self.url()}")
+
+    def stop(self, *, kill: bool = False) -> None:
+        """SIGTERM (what it holds written out first, with ``aof``), or SIGKILL."""
+        if self.process is None:
+            return
+        if kill:
+            self.process.kill()
+        else:
+            self.process.terminate()
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+        self.process = None
+
+    def used_memory(self) -> int:
+        """Bytes the server holds (INFO memory's used_memory)."""
+        with redis.Redis(host=self.server.host, port=self.server.port) as client:
+            return int(client.info("memory")["used_memory"])
+
+
+@contextlib.contextmanager
+def restartable_redis(*, aof: bool = False) -> Iterator[RedisProcess]:
+    """A :class:`RedisProcess`, started; stopped and its directory removed afterwards."""
+    root = Path(tempfile.mkdtemp(prefix="ingest-redis-"))
+    server = RedisProcess(root, aof=aof)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:
     """A redis-server for the whole test session; fails the tests if there is none."""

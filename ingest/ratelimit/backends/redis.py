@@ -10,9 +10,10 @@ at once, and there is one pause, one pace and one clock for all.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, Self, TypeVar
 
@@ -31,8 +32,13 @@ if TYPE_CHECKING:
 P = ParamSpec("P")
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 PREFIX = "ingest:ratelimit:"
 CONNECT_TIMEOUT = SOCKET_TIMEOUT = 5.0
+# A call Redis cannot take is tried again after 0.1 s, 0.2 s … then every 2 s, for a minute:
+# a restart of Redis is waited out by the requests that book meanwhile.
+RETRY_FOR, RETRY_BASE, RETRY_CAP = 60.0, 0.1, 2.0
 SWAP = files("ingest.ratelimit.backends").joinpath("bucket.lua").read_text(encoding="utf-8")
 
 
@@ -61,12 +67,15 @@ class RedisBackend:
         clock: Callable[[], float] | None = None,
         url: str | None = None,
         owns_client: bool = False,
+        retry_for: float = RETRY_FOR,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
         **options: Any,
     ) -> None:
-        """``options``: those of every :class:`TokenBucket` (burst, auto, start, …)."""
+        """``options``: those of every :class:`TokenBucket` (burst, auto, start, …);
+        ``retry_for``: seconds a call is tried again while Redis cannot be reached."""
         TokenBucket(rates, **options)  # the same checks of rates and burst
         self.client, self.rates, self.options = client, tuple(rates), options
-        self.clock = clock
+        self.clock, self.retry_for, self.sleep = clock, retry_for, sleep
         self._owns_client = owns_client
         kwargs = client.connection_pool.connection_kwargs
         self.url = mask_url(url or f"redis://{kwargs.get('host')}:{kwargs.get('port')}")
@@ -75,6 +84,7 @@ class RedisBackend:
         # compete with each other, only with other workers'.
         self._turns: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self.swaps = self.conflicts = 0
+        self.down = False  # Redis unreachable at the last call
 
     @classmethod
     def from_url(cls, url: str, rates: Sequence[Rate], **options: Any) -> Self:
@@ -124,12 +134,27 @@ class RedisBackend:
     async def _call(
         self, key: str, version: str, state: str, keep: int
     ) -> tuple[bool, str, str, float]:
-        try:
-            stored, version, current, now = await self._swap(
-                keys=[self.key(key)], args=[version, state, keep]
-            )
-        except (RedisConnectionError, RedisTimeoutError) as exc:
-            raise RedisUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+        waited, delay = 0.0, RETRY_BASE
+        while True:
+            try:
+                stored, version, current, now = await self._swap(
+                    keys=[self.key(key)], args=[version, state, keep]
+                )
+                break
+            except (RedisConnectionError, RedisTimeoutError) as exc:
+                if waited >= self.retry_for:
+                    raise RedisUnavailable(f"Redis at {self.url} is unreachable: {exc}") from exc
+                if not self.down:
+                    self.down = True
+                    logger.warning("Redis at %s is unreachable (%s): requests wait", self.url, exc)
+            # A swap that went through before its answer was lost is not stored twice: its
+            # version has moved on, and the operation runs again on the state it left (a
+            # slot booked twice is a slot lost, never a burst).
+            await self.sleep(delay)
+            waited, delay = waited + delay, min(RETRY_CAP, 2 * delay)
+        if self.down:
+            self.down = False
+            logger.info("Redis at %s answers again: requests go on", self.url)
         server_now = float(now)
         return (
             bool(stored),
