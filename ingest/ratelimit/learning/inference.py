@@ -29,14 +29,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import replace
 
 from ingest.ratelimit.learning import fitting
-from ingest.ratelimit.learning.windows import (
-    KINDS,
-    ROUND,
-    Inference,
-    Record,
-    hypothesis,
-    refuses,
-)
+from ingest.ratelimit.learning.windows import KINDS, ROUND, Inference, Record, hypothesis, refuses
 
 # Candidate window lengths, seconds. Limits are quoted per second, minute and hour, but
 # also per 2, 5, 10, 15 or 30 seconds, 2, 5, 10 or 15 minutes: a length that is not a
@@ -138,7 +131,7 @@ def infer(
     if not survivors:
         return None
     survivors, confirmed = _explaining_earlier(survivors, record, rejected, refused, at=at)
-    if ramp and (told := _told(survivors, record, retry_after)):
+    if ramp and (told := _told(survivors, seen[0], retry_after)):
         h, w = told
         return replace(h, wait=w, confirmed=confirmed)
     if periods and not (
@@ -220,12 +213,12 @@ def _configured(
 
 
 def _told(
-    survivors: list[tuple[Inference, float]], record: Record, retry_after: float | None
+    survivors: list[tuple[Inference, float]], first: float, retry_after: float | None
 ) -> tuple[Inference, float] | None:
     """Of the hypotheses that agree with a Retry-After of more than a second: a round
     limit first (when none is, each read a little lower if that makes it round, the
     least lowered first, then one whose wait is the one said: ROUNDED), then a window
-    that held every send since the first (nothing before it hides a part of its count),
+    that held every send since the ``first`` (nothing before it hides a part of its count),
     then the one whose wait is the one said, then the fastest. None if none agrees."""
     if retry_after is None or retry_after <= TOLERANCE:
         return None
@@ -234,7 +227,6 @@ def _told(
         told = [_rounded(h, w) for h, w, _ in told]
     if not told:
         return None
-    first = record.seen[0]
     h, w, _ = max(
         told,
         key=lambda hwl: (
