@@ -227,7 +227,8 @@ def main() -> None:
     parser.add_argument("--scaling", help="numbers of workers, comma-separated: no faults")
     parser.add_argument("--logs", default=str(Path(tempfile.gettempdir()) / "ingest-soak"))
     args = parser.parse_args()
-    faults = {"all": FAULTS, "none": ()}.get(args.faults) or tuple(args.faults.split(","))
+    named = {"all": FAULTS, "none": ()}
+    faults = named[args.faults] if args.faults in named else tuple(args.faults.split(","))
     unknown = set(faults) - set(FAULTS)
     if unknown:
         parser.error(f"--faults: unknown {sorted(unknown)}; known: {', '.join(FAULTS)}")
