@@ -299,3 +299,58 @@ def test_a_seeder_whose_lease_ran_out_seeds_again_from_the_record_not_from_where
         await ledger.close()
 
     run(scenario)
+
+
+def test_a_kept_lease_that_ran_out_is_not_taken_back_though_free(redis_url: str) -> None:
+    # The holder is held up past its lease; another worker takes it meanwhile, does its
+    # turn and frees it. The first holder's late renewal finds the lease free, but does not
+    # take it back and carry on (two looks, or two walks, at once): its turn is over.
+    async def scenario() -> None:
+        a, b = worker(redis_url, "a", lease=0.3), worker(redis_url, "b", lease=0.3)
+        gate = asyncio.Event()
+
+        async def held_up(_: float) -> None:
+            await gate.wait()
+            gate.clear()
+
+        assert await a.reconciling.take()
+        async with a.reconciling.kept(sleep=held_up):
+            await asyncio.sleep(0.5)  # a's lease runs out
+            assert await b.reconciling.take()
+            await b.reconciling.release()
+            gate.set()  # a's renewal, too late
+            for _ in range(100):
+                if not a.reconciling.held:
+                    break
+                await asyncio.sleep(0.01)
+            assert not a.reconciling.held
+            assert await a.redis.get(a.keys["reconciler"]) is None
+        assert await b.reconciling.take()
+        await close(a, b)
+
+    run(scenario)
+
+
+def test_a_look_whose_lease_ran_out_does_not_end_the_job(redis_url: str) -> None:
+    # The look is held up past its lease (the database slow), another worker looks
+    # meanwhile. The first, finding nothing by then, does not say the job is complete:
+    # what it saw is not the last word.
+    async def scenario() -> None:
+        a, b = worker(redis_url, "a", lease=0.3), worker(redis_url, "b", lease=0.3)
+        await a.finish_seeding()
+        await b.set_idle(True)
+        clock = FakeClock()
+
+        async def look() -> int:
+            await asyncio.sleep(0.5)  # past the lease, though kept: another takes it
+            await a.redis.delete(a.keys["reconciler"])
+            assert await b.reconciling.take()
+            await asyncio.sleep(0.2)  # a's renewal comes, and fails
+            return 0
+
+        assert await asyncio.wait_for(settle(a, look, clock=clock, sleep=clock.sleep), 10) == 0
+        assert not a.finished and not await a.complete()
+        await a.redis.delete(*a.keys.values())
+        await close(a, b)
+
+    run(scenario)

@@ -108,17 +108,18 @@ class Lease:
     ) -> AsyncIterator[None]:
         """Renewed every third of its length while the block runs, then freed: a block that
         takes longer than a lease keeps it, one whose worker dies loses it in time. Should a
-        renewal come too late (another worker took the lease), :attr:`held` turns False."""
+        renewal come too late (the lease ran out, whether another worker took it meanwhile
+        or not), :attr:`held` turns False and stays so: the block ends its turn."""
 
-        async def renew() -> None:
-            while True:
+        async def keep() -> None:
+            while self.held:
                 await sleep(self.seconds / 3)
                 try:
-                    await self.take()
+                    await self.renew()
                 except Exception:
                     logger.warning("Renewing the lease %s failed", self.key, exc_info=True)
 
-        renewing = asyncio.ensure_future(renew())
+        renewing = asyncio.ensure_future(keep())
         try:
             yield
         finally:

@@ -67,6 +67,11 @@ async def settle(
                 if await coordinator.everyone_idle() and await coordinator.reconciling.take():
                     async with coordinator.reconciling.kept():
                         scheduled = await look()
+                        if not coordinator.reconciling.held:
+                            # Held up past its lease: another worker may look meanwhile;
+                            # what this one found is not the job's last word.
+                            logger.warning("The look for lost ids ran out of its lease")
+                            return scheduled
                         if not scheduled:
                             await coordinator.mark_complete()
                             coordinator.finished = True
@@ -119,8 +124,9 @@ class Worker(IdleLook):
     async def look(self) -> int:
         coordinator = self.coordinator
 
-        async def room() -> None:
+        async def room() -> bool:
             await coordinator.room(asyncio.sleep)  # the shared queue kept short
+            return coordinator.reconciling.held  # the look's lease ran out: it stops
 
         def working() -> bool:
             engine = self.crawler.engine

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from contextlib import aclosing
 from typing import TYPE_CHECKING
 
 from scrapy import signals
@@ -25,20 +26,24 @@ MAX_PASSES = 3  # looks for ids left without an outcome, per run
 
 
 async def queue_lost(
-    crawler: Crawler, run: Run, room: Callable[[], Awaitable[None]] | None = None
+    crawler: Crawler, run: Run, room: Callable[[], Awaitable[bool]] | None = None
 ) -> int:
     """Queue again every id of the job that has no outcome; returns how many. ``room``,
-    awaited before each chunk is queued, may wait for the queue to shorten."""
+    awaited before each chunk is queued, may wait for the queue to shorten; should it
+    answer False (the look's turn is over), the look stops there."""
     assert crawler.stats is not None and run.worklist is not None
     scheduled, lost = 0, []
-    async for id_, _ in run.worklist.todo(lost_only=True):
-        lost.append(id_)
-        if len(lost) == CHUNK:
-            if room is not None:
-                await room()
-            scheduled += queue(crawler, run, lost)
-            lost = []
-    scheduled += queue(crawler, run, lost)
+    async with aclosing(run.worklist.todo(lost_only=True)) as todo:
+        async for id_, _ in todo:
+            lost.append(id_)
+            if len(lost) == CHUNK:
+                if room is not None and not await room():
+                    lost = []
+                    break
+                scheduled += queue(crawler, run, lost)
+                lost = []
+    if lost and (room is None or await room()):
+        scheduled += queue(crawler, run, lost)
     if scheduled:
         crawler.stats.inc_value("ids/recovered", scheduled)
         logger.info("Fetching %d ids that have no outcome yet", scheduled)

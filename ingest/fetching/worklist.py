@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from scrapy import signals
@@ -103,7 +103,7 @@ class Worklist:
 
     async def todo(
         self, ids: Iterable[str] | None = None, *, lost_only: bool = False
-    ) -> AsyncIterator[tuple[str, str | None]]:
+    ) -> AsyncGenerator[tuple[str, str | None], None]:
         """(id, state) for the ids (of the job, by default) that need a request."""
         wanted = self.lost if lost_only else self.needs_fetch
         for chunk in chunks(self.ids if ids is None else ids):

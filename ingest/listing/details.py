@@ -3,7 +3,7 @@ read from the table the pages commit them to, and fed to the crawl as pages comm
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from ingest.fetching.ids import CHUNK
@@ -77,7 +77,9 @@ class ListedIds:
             states = await self.states([row.id for row in rows])
             yield after, [(row, states.get(row.id)) for row in rows]
 
-    async def todo(self, *, lost_only: bool = False) -> AsyncIterator[tuple[str, str | None]]:
+    async def todo(
+        self, *, lost_only: bool = False
+    ) -> AsyncGenerator[tuple[str, str | None], None]:
         """(id, state) for every listed id that needs a request (``lost_only``: that has
         no outcome, as the look at idle asks)."""
         async for _, chunk in self.chunks():
