@@ -31,6 +31,7 @@ commands per request, the mean database write.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import random
 import tempfile
@@ -127,7 +128,9 @@ class Faults:
         fault.ended = time.time()
 
     def kill(self, fault: Fault) -> None:
-        fault.detail = f"worker {self.supervisor.kill(self.rng)}"
+        victim = self.supervisor.kill(self.rng)
+        if victim is not None:
+            fault.detail, fault.agent = f"worker {victim.number}", victim.agent
 
     def pg(self, fault: Fault) -> None:
         self.cluster.postgres.stop("fast")
@@ -183,11 +186,13 @@ def soak(params: Params, logs: Path) -> Report:
         sampler.halt.set()
         faults.join()
         record = cluster.api.requests()
+        kept = {"record": record, "faults": [vars(f) for f in faults.done], "began": began}
+        (logs / "record.json").write_text(json.dumps(kept))
         states = terminal_states(cluster.database_url)
         report = judge(
             params.ids, record, states, duplicate_rows(cluster.database_url),
             faults=faults.done, incarnations=supervisor.all, keys=key_names(cluster),
-            size=params.size, workers=params.workers, began=began, ended=ended,
+            workers=params.workers, began=began, ended=ended,
         )  # fmt: skip
         report.restarts = supervisor.restarts - sum(1 for f in faults.done if f.name == "kill")
         report.cpu_other = {

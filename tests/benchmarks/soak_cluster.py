@@ -117,6 +117,7 @@ class Incarnation:
     rss: list[tuple[float, int]] = field(default_factory=list)
     killed: bool = False
     metrics: str | None = None  # its Prometheus endpoint, once it said where
+    agent: str = ""  # its User-Agent: the mock's record names who sent each request
     writes: tuple[float, float] = (0.0, 0.0)  # storage write seconds, transactions: last read
 
 
@@ -137,12 +138,14 @@ class Supervisor:
         self.stopping = False
 
     def _start(self, number: int) -> Incarnation:
-        log = self.logs / f"worker-{number}.{sum(i.number == number for i in self.all)}.log"
+        life = f"{number}.{sum(i.number == number for i in self.all)}"
+        log, agent = self.logs / f"worker-{life}.log", f"ingest-soak worker-{life}"
         with log.open("wb") as out:
             process = subprocess.Popen(
-                self.command, cwd=REPO_ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=out
-            )
-        incarnation = Incarnation(number, process, log, time.time())
+                [*self.command, "-s", f"USER_AGENT={agent}"],
+                cwd=REPO_ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=out,
+            )  # fmt: skip
+        incarnation = Incarnation(number, process, log, time.time(), agent=agent)
         self.all.append(incarnation)
         return incarnation
 
@@ -152,12 +155,13 @@ class Supervisor:
         incarnation.process.returncode = incarnation.code
         incarnation.cpu = usage.ru_utime + usage.ru_stime
 
-    def kill(self, rng: random.Random) -> int:
-        """SIGKILL a live worker, picked at random, and start it again; returns its number."""
+    def kill(self, rng: random.Random) -> Incarnation | None:
+        """SIGKILL a live worker, picked at random, and start it again; returns the one
+        killed."""
         with self.lock:
             live = [i for i in self.current if i.ended is None]
             if not live:
-                return -1
+                return None
             victim = rng.choice(live)
             victim.killed = True
             victim.process.send_signal(signal.SIGKILL)
@@ -165,7 +169,7 @@ class Supervisor:
             self._reap(victim, status, usage)
             self.current[victim.number] = self._start(victim.number)
             self.restarts += 1
-            return victim.number
+            return victim
 
     def poll(self) -> bool:
         """Reap the workers that ended, starting again, ``RESTART_AFTER`` seconds later,

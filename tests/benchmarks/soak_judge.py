@@ -3,7 +3,6 @@ each fault cost in requests re-sent, throughput, CPU and memory."""
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,6 +10,8 @@ from typing import Any
 from tests.benchmarks.soak_cluster import Incarnation
 
 IN_FLIGHT = 16  # CONCURRENT_REQUESTS: the most requests one worker has out at once
+LONG_LIFE = 600.0  # seconds: a worker's 10 % mark a minute or more past its start-up
+LONG_TITLE = f"worst worker of those that lived {LONG_LIFE / 60:.0f} min or more"
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Fault:
     began: float
     ended: float = 0.0
     detail: str = ""
+    agent: str = ""  # a killed worker's User-Agent
 
 
 @dataclass
@@ -39,7 +41,8 @@ class Report:
     items_per_second: float = 0.0
     cpu_workers: float = 0.0
     cpu_other: dict[str, float] = field(default_factory=dict)
-    rss: list[tuple[str, int, int, float]] = field(default_factory=list)  # who, at 10%, peak
+    # who, RSS at 10 % of its life, peak, growth, seconds it lived
+    rss: list[tuple[str, int, int, float, float]] = field(default_factory=list)
     redis_memory: tuple[int, int, int] = (0, 0, 0)  # first, peak, last
     write_latency: float = 0.0  # mean seconds per transaction
     restarts: int = 0
@@ -49,6 +52,10 @@ class Report:
     def every_id_once(self) -> bool:
         return self.terminal == self.ids and self.missing == 0 and self.duplicates == 0
 
+    def long_lives(self) -> list[tuple[str, int, int, float, float]]:
+        """The workers that lived :data:`LONG_LIFE` or more: their 10 % mark is past start-up."""
+        return [r for r in self.rss if r[4] >= LONG_LIFE]
+
     def within_in_flight(self) -> bool:
         return all(requests <= bound for _, requests, bound in self.resent.values())
 
@@ -57,32 +64,52 @@ def asked_ids(entry: dict[str, Any]) -> list[str]:
     return entry["ids"] if entry.get("ids") else [entry["id"]] if entry.get("id") else []
 
 
+GRACE = 15.0  # a lease's length: how long after a fault is over its effects may still be felt
+
+
 def resent_per_fault(
-    record: list[dict[str, Any]], faults: list[Fault], size: int, workers: int
+    record: list[dict[str, Any]], faults: list[Fault], workers: int
 ) -> dict[str, tuple[int, int, int]]:
-    """Ids asked for again, and the requests that asked, each put down to the last fault
-    begun before it (``before any fault`` if none); with the most that fault had in flight:
-    a killed worker's requests, a revoked key's, every worker's for the others."""
-    starts = sorted((fault.began, n) for n, fault in enumerate(faults))
-    seen: set[str] = set()
+    """Ids asked for again, and the requests that asked, each put down to the fault that
+    lost the answer to their previous asking (whenever the job noticed and asked again):
+    the kill of the worker that asked, if it was killed after asking; else the first other
+    fault begun before the asking again and not over (by :data:`GRACE`) when they were
+    asked before; else ``with no fault`` (bound 0). With each, the most that fault had in
+    flight: a killed worker's requests, a revoked key's, every worker's for the others. A
+    refused request (401, 429) is asked again by design: it is not work done, and asking
+    its ids again is not re-sending."""
+    killed = {fault.agent: n for n, fault in enumerate(faults) if fault.name == "kill"}
+    others = [(n, fault) for n, fault in enumerate(faults) if fault.name != "kill"]
+
+    def cause(before: float, agent: str, again: float) -> str:
+        if agent in killed and faults[killed[agent]].began >= before:
+            return _label(faults, killed[agent])
+        for n, fault in others:
+            if fault.began <= again and max(fault.ended, fault.began) + GRACE >= before:
+                return _label(faults, n)
+        return "with no fault"
+
+    last: dict[str, tuple[float, str]] = {}
     ids: Counter[str] = Counter()
     requests: Counter[str] = Counter()
     for entry in sorted(record, key=lambda e: e["t"]):
-        again = [id_ for id_ in asked_ids(entry) if id_ in seen]
-        seen.update(asked_ids(entry))
-        if not again or entry["status"] in (401, 429):
-            continue  # a refused request is asked again by design: it is not re-sent work
-        place = bisect.bisect_right(starts, (entry["t"], len(faults))) - 1
-        name = "before any fault" if place < 0 else _label(faults, starts[place][1])
-        ids[name] += len(again)
-        requests[name] += 1
+        if entry["status"] in (401, 429):
+            continue
+        asked = asked_ids(entry)
+        before = [last[id_] for id_ in asked if id_ in last]
+        for id_ in asked:
+            last[id_] = (entry["t"], entry.get("agent") or "")
+        if before:
+            name = cause(*max(before), entry["t"])
+            ids[name] += len(before)
+            requests[name] += 1
     result = {}
     for n, fault in enumerate(faults):
         name = _label(faults, n)
         bound = IN_FLIGHT if fault.name in ("kill", "revoke") else IN_FLIGHT * workers
         result[name] = (ids[name], requests[name], bound)
-    if requests["before any fault"]:
-        result["before any fault"] = (ids["before any fault"], requests["before any fault"], 0)
+    if requests["with no fault"]:
+        result["with no fault"] = (ids["with no fault"], requests["with no fault"], 0)
     return result
 
 
@@ -101,7 +128,6 @@ def judge(
     faults: list[Fault],
     incarnations: list[Incarnation],
     keys: dict[str, str],
-    size: int,
     workers: int,
     began: float,
     ended: float,
@@ -118,7 +144,7 @@ def judge(
         per_key[keys.get(entry.get("token") or "", "no key")][entry["status"]] += 1
     report.per_key = {key: dict(counts) for key, counts in sorted(per_key.items())}
     report.ids_asked = len({id_ for entry in record for id_ in asked_ids(entry)})
-    report.resent = resent_per_fault(record, faults, size, workers)
+    report.resent = resent_per_fault(record, faults, workers)
     report.wall = ended - began
     report.items_per_second = report.terminal / report.wall if report.wall else 0.0
     report.cpu_workers = sum(i.cpu for i in incarnations)
@@ -132,7 +158,8 @@ def judge(
         who = (
             f"worker {incarnation.number} ({'killed' if incarnation.killed else incarnation.code})"
         )
-        report.rss.append((who, at_mark, peak, peak / at_mark - 1 if at_mark else 0.0))
+        growth = peak / at_mark - 1 if at_mark else 0.0
+        report.rss.append((who, at_mark, peak, growth, end - incarnation.started))
     total, count = (sum(i.writes[k] for i in incarnations) for k in (0, 1))
     report.write_latency = total / count if count else 0.0
     report.exits = Counter(i.code for i in incarnations if i.code is not None and not i.killed)
@@ -159,9 +186,11 @@ def render(report: Report, title: str) -> str:
     for who, seconds in report.cpu_other.items():
         row(f"CPU, {who}", f"{seconds:.0f} s")
     if report.rss:
-        who, at_mark, peak, growth = max(report.rss, key=lambda r: r[3])
-        mib = f"{peak / 2**20:.0f} / {at_mark / 2**20:.0f} MiB ({growth:+.1%}, {who})"
-        row("peak RSS / at 10 % of its life, worst worker", mib)
+        for lives, whose in ((report.rss, "worst worker"), (report.long_lives(), LONG_TITLE)):
+            if lives:
+                who, at_mark, peak, growth, life = max(lives, key=lambda r: r[3])
+                mib = f"{peak / 2**20:.0f} / {at_mark / 2**20:.0f} MiB ({growth:+.1%}"
+                row(f"peak RSS / at 10 % of its life, {whose}", f"{mib}, {who}, {life:.0f} s)")
         row("peak RSS, all workers", f"{max(r[2] for r in report.rss) / 2**20:.0f} MiB")
     first, peak, last = report.redis_memory
     row(
