@@ -192,7 +192,7 @@ def soak(params: Params, logs: Path) -> Report:
         report = judge(
             params.ids, record, states, duplicate_rows(cluster.database_url),
             faults=faults.done, incarnations=supervisor.all, keys=key_names(cluster),
-            workers=params.workers, began=began, ended=ended,
+            workers=params.workers, size=params.size, began=began, ended=ended,
         )  # fmt: skip
         report.restarts = supervisor.restarts - sum(1 for f in faults.done if f.name == "kill")
         report.cpu_other = {

@@ -3,8 +3,11 @@ each fault cost in requests re-sent, throughput, CPU and memory."""
 
 from __future__ import annotations
 
+import argparse
+import json
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.soak_cluster import Incarnation
@@ -36,7 +39,8 @@ class Report:
     statuses: dict[int, int] = field(default_factory=dict)
     per_key: dict[str, dict[int, int]] = field(default_factory=dict)
     ids_asked: int = 0
-    resent: dict[str, tuple[int, int, int]] = field(default_factory=dict)  # ids, requests, bound
+    # ids, requests carrying them, the most ids in flight
+    resent: dict[str, tuple[int, int, int]] = field(default_factory=dict)
     wall: float = 0.0
     items_per_second: float = 0.0
     cpu_workers: float = 0.0
@@ -57,7 +61,7 @@ class Report:
         return [r for r in self.rss if r[4] >= LONG_LIFE]
 
     def within_in_flight(self) -> bool:
-        return all(requests <= bound for _, requests, bound in self.resent.values())
+        return all(ids <= bound for ids, _, bound in self.resent.values())
 
 
 def asked_ids(entry: dict[str, Any]) -> list[str]:
@@ -68,16 +72,16 @@ GRACE = 15.0  # a lease's length: how long after a fault is over its effects may
 
 
 def resent_per_fault(
-    record: list[dict[str, Any]], faults: list[Fault], workers: int
+    record: list[dict[str, Any]], faults: list[Fault], workers: int, size: int
 ) -> dict[str, tuple[int, int, int]]:
-    """Ids asked for again, and the requests that asked, each put down to the fault that
-    lost the answer to their previous asking (whenever the job noticed and asked again):
-    the kill of the worker that asked, if it was killed after asking; else the first other
-    fault begun before the asking again and not over (by :data:`GRACE`) when they were
-    asked before; else ``with no fault`` (bound 0). With each, the most that fault had in
-    flight: a killed worker's requests, a revoked key's, every worker's for the others. A
-    refused request (401, 429) is asked again by design: it is not work done, and asking
-    its ids again is not re-sending."""
+    """Each id asked for again put down to the fault that lost the answer to its previous
+    asking (whenever the job noticed and asked again): the kill of the worker that asked,
+    if it was killed after asking; else the first other fault begun before the asking again
+    and not over (by :data:`GRACE`) when it was asked before; else ``with no fault``
+    (bound 0). Per fault: the ids, the requests that carried them, and the most ids that
+    fault had in flight: a killed worker's requests, a revoked key's, every worker's for
+    the others, ``size`` ids each. A refused request (401, 429) is asked again by design:
+    it is not work done, and asking its ids again is not re-sending."""
     killed = {fault.agent: n for n, fault in enumerate(faults) if fault.name == "kill"}
     others = [(n, fault) for n, fault in enumerate(faults) if fault.name != "kill"]
 
@@ -95,19 +99,18 @@ def resent_per_fault(
     for entry in sorted(record, key=lambda e: e["t"]):
         if entry["status"] in (401, 429):
             continue
-        asked = asked_ids(entry)
-        before = [last[id_] for id_ in asked if id_ in last]
-        for id_ in asked:
+        causes: Counter[str] = Counter()
+        for id_ in asked_ids(entry):
+            if id_ in last:
+                causes[cause(*last[id_], entry["t"])] += 1
             last[id_] = (entry["t"], entry.get("agent") or "")
-        if before:
-            name = cause(*max(before), entry["t"])
-            ids[name] += len(before)
-            requests[name] += 1
+        ids.update(causes)
+        requests.update(causes.keys())
     result = {}
     for n, fault in enumerate(faults):
         name = _label(faults, n)
         bound = IN_FLIGHT if fault.name in ("kill", "revoke") else IN_FLIGHT * workers
-        result[name] = (ids[name], requests[name], bound)
+        result[name] = (ids[name], requests[name], bound * size)
     if requests["with no fault"]:
         result["with no fault"] = (ids["with no fault"], requests["with no fault"], 0)
     return result
@@ -129,6 +132,7 @@ def judge(
     incarnations: list[Incarnation],
     keys: dict[str, str],
     workers: int,
+    size: int,
     began: float,
     ended: float,
 ) -> Report:
@@ -144,7 +148,7 @@ def judge(
         per_key[keys.get(entry.get("token") or "", "no key")][entry["status"]] += 1
     report.per_key = {key: dict(counts) for key, counts in sorted(per_key.items())}
     report.ids_asked = len({id_ for entry in record for id_ in asked_ids(entry)})
-    report.resent = resent_per_fault(record, faults, workers)
+    report.resent = resent_per_fault(record, faults, workers, size)
     report.wall = ended - began
     report.items_per_second = report.terminal / report.wall if report.wall else 0.0
     report.cpu_workers = sum(i.cpu for i in incarnations)
@@ -179,7 +183,7 @@ def render(report: Report, title: str) -> str:
     for key, counts in report.per_key.items():
         row(f"{key}: requests, 429s", f"{sum(counts.values()):,}, {counts.get(429, 0)} {counts}")
     for name, (ids, requests, bound) in report.resent.items():
-        row(f"re-sent after {name}", f"{ids:,} ids in {requests} requests (in flight ≤ {bound})")
+        row(f"re-sent after {name}", f"{ids:,} ids in {requests} requests (in flight ≤ {bound:,})")
     row("wall, items/s", f"{report.wall:.0f} s, {report.items_per_second:,.0f}")
     per_k = 1000 * report.cpu_workers / report.terminal if report.terminal else 0.0
     row("CPU, workers", f"{report.cpu_workers:.0f} s: {per_k:.3f} s per 1,000 items")
@@ -200,3 +204,22 @@ def render(report: Report, title: str) -> str:
     row("database write, mean per transaction", f"{1000 * report.write_latency:.1f} ms")
     row("workers started again / exit codes", f"{report.restarts} / {dict(report.exits)}")
     return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    """``python -m tests.benchmarks.soak_judge LOGS/record.json --workers N --size N``: what
+    each fault cost in ids asked again, from the record a soak kept."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("record", type=Path)
+    parser.add_argument("--workers", type=int, required=True)
+    parser.add_argument("--size", type=int, required=True)
+    args = parser.parse_args()
+    kept = json.loads(args.record.read_text())
+    faults = [Fault(**fault) for fault in kept["faults"]]
+    resent = resent_per_fault(kept["record"], faults, args.workers, args.size)
+    for name, (ids, requests, bound) in resent.items():
+        print(f"re-sent after {name}: {ids:,} ids in {requests} requests (in flight ≤ {bound:,})")
+
+
+if __name__ == "__main__":
+    main()
