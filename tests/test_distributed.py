@@ -131,23 +131,27 @@ def test_unreachable_redis_is_one_clear_line(mockapi, tmp_path: Path) -> None:
 
 
 def test_a_seeder_killed_mid_seeding_is_taken_over(mockapi, tmp_path: Path, redis_url: str) -> None:
-    # The seeder keeps the shared queue short: it queues 500 requests, then the rest as the
-    # workers take them, and is killed meanwhile, holding the seeding lease.
+    # The seeder keeps the shared queue short: it queues 500 requests (of 10 ids), then the
+    # rest as the workers take them, and is killed meanwhile, holding the seeding lease.
+    # Another worker seeds from the place recorded, behind what the dead one had queued,
+    # while the queue still holds much of it: the batches queued twice are sent once. An
+    # id is asked twice only when the dead worker asked it first (in flight when it died).
     api = mockapi("--limit", "none", "--latency", "0.2")
-    n, db = 1500, f"sqlite:///{tmp_path}/x.db"
-    command = crawl_command(
-        api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="6000/60", DISTRIBUTED=1,
-        REDIS_URL=redis_url, PROGRESS_INTERVAL=0,
-    )  # fmt: skip
+    n, db = 6000, f"sqlite:///{tmp_path}/x.db"
     logs = [tmp_path / f"worker-{number}.log" for number in range(3)]
     processes = []
-    for log in logs:
+    for number, log in enumerate(logs):
+        command = crawl_command(
+            api.url_template, db, "-a", f"ids=1-{n}", RATELIMIT_RATE="1200/60", DISTRIBUTED=1,
+            REDIS_URL=redis_url, PROGRESS_INTERVAL=0, API_BATCH_SIZE=10,
+            API_BATCH_URL=api.batch_url_template, USER_AGENT=f"worker-{number}",
+        )  # fmt: skip
         with log.open("w") as out:
             processes.append(
                 subprocess.Popen(command, cwd=REPO_ROOT, env=environment(), stderr=out)
             )
     try:
-        api.wait_for(200, timeout=60)
+        api.wait_for(40, timeout=60)
         seeders = [i for i, log in enumerate(logs) if "Seeding the job's queue" in log.read_text()]
         assert len(seeders) == 1 and "ids are all queued" not in logs[seeders[0]].read_text()
         processes[seeders[0]].kill()
@@ -163,6 +167,14 @@ def test_a_seeder_killed_mid_seeding_is_taken_over(mockapi, tmp_path: Path, redi
     states = terminal_states(db)
     assert len(states) == n and set(states.values()) == {"stored"}
     assert duplicate_rows(db) == 0
+    first: dict[str, str] = {}
+    again = Counter()
+    for entry in api.requests():
+        for id_ in entry["ids"]:
+            if id_ in first:
+                again[first[id_]] += 1
+            first.setdefault(id_, entry["agent"])
+    assert set(again) <= {f"worker-{seeders[0]}"}, again  # else: queued twice, sent twice
 
 
 @pytest.mark.parametrize("aof", [True, False], ids=["append-only file", "nothing kept"])

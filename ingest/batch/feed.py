@@ -39,10 +39,17 @@ class Batches:
         self.feeding = False
 
     def add(
-        self, ids: Iterable[tuple[str, bool]], *, place: str | None = None, like: Any = None
+        self,
+        ids: Iterable[tuple[str, bool]],
+        *,
+        place: str | None = None,
+        like: Any = None,
+        by_content: bool = False,
     ) -> Iterator[JsonRequest]:
         """Full batches of what waits and ``ids`` ((id, fresh) pairs); ``place``: where in
-        the job they begin, which names them; ``like``: the request they replace."""
+        the job they begin, which names them; ``like``: the request they replace;
+        ``by_content``: a batch of fresh ids is known to the duplicate filter by the ids it
+        asks for (the shared queue's: two seeders that queue the same batch send it once)."""
         self.waiting.extend(ids)
         spec = self.requests.batching
         assert spec is not None
@@ -54,9 +61,12 @@ class Batches:
         taken = sum(len(part) for part in parts)
         self.waiting = self.waiting[taken:]
         for number, part in enumerate(parts):
-            named = place is not None and all(fresh[id_] for id_ in part)
+            only_fresh = all(fresh[id_] for id_ in part)
+            named = place is not None and only_fresh
             chunk = f"{spec.size}/{size}:{place}.{number}" if named else None
-            yield self.requests.batch_request(part, chunk=chunk, like=like)
+            yield self.requests.batch_request(
+                part, chunk=chunk, like=like, filtered=by_content and only_fresh
+            )
 
     def give_back(self, ids: list[str], like: Any = None) -> list[JsonRequest]:
         """The ids of a batch that did not go as it was: in full batches again."""
@@ -82,10 +92,10 @@ async def batch_requests(
         async for id_, state in run.shared.feed():
             group.append((id_, state is None))
             if len(group) >= batches.sizer.size:
-                for request in batches.add(group):
+                for request in batches.add(group, by_content=True):
                     yield request
                 group = []
-        for request in batches.add(group):
+        for request in batches.add(group, by_content=True):
             yield request
     else:
         async for number, todo in worklist.feed_groups(crawler, batches.requests.sizer.configured):

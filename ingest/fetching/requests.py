@@ -54,10 +54,11 @@ class IdRequests:
         )
 
     def batch_request(
-        self, ids: list[str], *, chunk: str | None = None, like: Any = None
+        self, ids: list[str], *, chunk: str | None = None, like: Any = None, filtered: bool = False
     ) -> JsonRequest:
         """A batch of ``ids`` (``chunk``: its place in the job, which names it for the
-        duplicate filter; ``like``: the request it replaces, whose priority it keeps)."""
+        duplicate filter; else, ``filtered``, the filter knows it by what it asks, as a
+        request for one id; ``like``: the request it replaces, whose priority it keeps)."""
         spec = self.batching
         assert spec is not None
         meta: dict[str, Any] = {IDS: ids, RUN: self.run}
@@ -71,7 +72,7 @@ class IdRequests:
             errback=self.failed,
             meta=meta,
             priority=like.priority if like is not None else 0,
-            dont_filter=chunk is None,
+            dont_filter=chunk is None and not filtered,
         )
 
     def requests_for(self, ids: list[str]) -> Iterator[JsonRequest]:
