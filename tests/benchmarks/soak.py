@@ -186,7 +186,10 @@ def soak(params: Params, logs: Path) -> Report:
         sampler.halt.set()
         faults.join()
         record = cluster.api.requests()
-        kept = {"record": record, "faults": [vars(f) for f in faults.done], "began": began}
+        kept = {
+            "record": record, "faults": [vars(f) for f in faults.done], "began": began,
+            "rss": {i.agent: i.rss for i in supervisor.all},
+        }  # fmt: skip
         (logs / "record.json").write_text(json.dumps(kept))
         states = terminal_states(cluster.database_url)
         report = judge(
