@@ -191,7 +191,12 @@ class PostgresStore(SqlStore):
         if params.get("password"):
             self._secrets.append(str(params["password"]))
         self._conninfo = url
-        self._options: dict[str, Any] = {"autocommit": True}
+        # No statement prepared on the server: a prepared statement's generic plan, made
+        # while the table was nearly empty (the seeding looks ids up from a job's start),
+        # read the whole table for every lookup of ids once it held millions of rows.
+        # Planned each time, a lookup reads only its rows. (PgBouncer in transaction mode
+        # wants no prepared statements either.)
+        self._options: dict[str, Any] = {"autocommit": True, "prepare_threshold": None}
         if "connect_timeout" not in params:
             self._options["connect_timeout"] = CONNECT_TIMEOUT
         self._conn: psycopg.Connection[Any] | None = None
