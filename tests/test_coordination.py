@@ -354,3 +354,34 @@ def test_a_look_whose_lease_ran_out_does_not_end_the_job(redis_url: str) -> None
         await close(a, b)
 
     run(scenario)
+
+
+def test_a_worker_that_takes_the_lease_just_after_the_seeding_ended_seeds_nothing(
+    redis_url: str, tmp_path: Path
+) -> None:
+    # b looks: the seeding is not done; a finishes it and frees the lease; b takes the
+    # free lease. It must not seed the job again from the place recorded.
+    async def scenario() -> None:
+        a, b = worker(redis_url, "a"), worker(redis_url, "b")
+        assert await a.take_seeding()
+        looks = []
+
+        async def looked_just_before_a_finished() -> bool:
+            looks.append(1)
+            if len(looks) == 1:
+                await a.finish_seeding()
+                return False
+            return bool(await a.redis.exists(a.keys["done"]))
+
+        b.seeding_done = looked_just_before_a_finished  # type: ignore[method-assign]
+        ids = parse_ids("1-10")
+        ledger = Ledger.from_url(f"sqlite:///{tmp_path}/x.db")
+        seeding = SharedSeeding(ids, Worklist(ids, ledger, lambda *_: None), b)
+        fed = [pair async for pair in seeding.feed()]
+        assert fed == []
+        assert not await a.redis.exists(a.keys["seeder"])  # b freed the lease it took
+        await a.redis.delete(*a.keys.values())
+        await close(a, b)
+        await ledger.close()
+
+    run(scenario)

@@ -154,6 +154,11 @@ class Coordinator:
                     await self.tell_seeding_wait(patience)
                     await sleep(self.seeding.seconds / 3)
                     continue
+                if await self.seeding_done():
+                    # The last seeder finished (done, then its lease freed) between the
+                    # look above and the taking: nothing is left to seed.
+                    await self.seeding.release()
+                    return
                 patience.over()
                 async for value in turn():
                     yield value
