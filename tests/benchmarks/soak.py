@@ -68,6 +68,7 @@ class Params:
     keys: int = 3
     size: int = 100
     rate: str | None = None  # each key's limit; None: from duration
+    server_rate: str | None = None  # the mock's limit, if not the crawler's (headroom)
     duration: float = 1200.0
     faults: tuple[str, ...] = FAULTS
     kill_every: float = 120.0
@@ -165,7 +166,8 @@ class Faults:
 def soak(params: Params, logs: Path) -> Report:
     """One soak, start to end; the servers stopped after it."""
     rate = params.key_rate()
-    with servers(params.keys, rate, latency=params.latency, aof=params.aof) as cluster:
+    limit = params.server_rate or rate
+    with servers(params.keys, limit, latency=params.latency, aof=params.aof) as cluster:
         command = worker_command(cluster, params.ids, params.size, rate)
         began = time.time()
         supervisor = Supervisor(command, worker_env(cluster), logs, params.workers)
